@@ -1,0 +1,16 @@
+//! resnet-core: ResNet and the CNNs before it (LeNet, AlexNet, ZFNet, VGG, GoogLeNet) in
+//! Candle. One description per network ([`spec::Graph`]) drives the forward pass, the layer
+//! table and the diagram; weights use PyTorch's names.
+
+pub mod arch;
+pub mod model;
+pub mod ops;
+pub mod preprocess;
+pub mod spec;
+pub mod weights;
+
+pub use arch::{find as find_arch, ArchInfo, Dataset, ShortcutOption, ZOO};
+pub use model::{Model, Mode, RunOptions};
+pub use preprocess::{Image, Preprocess};
+pub use spec::{Graph, LayerRow, Shape, Summary};
+pub use weights::{Weights, WeightsError};
