@@ -10,7 +10,7 @@ pub mod spec;
 pub mod weights;
 
 pub use arch::{find as find_arch, ArchInfo, Dataset, ShortcutOption, ZOO};
-pub use model::{Model, Mode, RunOptions};
+pub use model::{Mode, Model, RunOptions};
 pub use preprocess::{Image, Preprocess};
 pub use spec::{Graph, LayerRow, Shape, Summary};
 pub use weights::{Weights, WeightsError};

@@ -99,9 +99,7 @@ pub fn run(
     opts: RunOptions,
 ) -> candle_core::Result<Output> {
     let (_, c, h, w) = x.dims4()?;
-    graph
-        .shapes(Some(Shape::new(c, h, w)))
-        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    graph.shapes(Some(Shape::new(c, h, w))).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let folded = if opts.taps || opts.mode == Mode::Train { None } else { folded };
     let mut uses = graph.fan_out();
     let mut values: Vec<Option<Tensor>> = vec![None; graph.nodes.len()];

@@ -55,7 +55,13 @@ impl Planar {
         }
         let needed = w * h * c;
         if img.data.len() != needed {
-            return Err(PreprocessError::Size { width: w, height: h, channels: c, needed, found: img.data.len() });
+            return Err(PreprocessError::Size {
+                width: w,
+                height: h,
+                channels: c,
+                needed,
+                found: img.data.len(),
+            });
         }
         let mut data = vec![0f32; 3 * w * h];
         for (i, px) in img.data.chunks_exact(c).enumerate() {
@@ -82,7 +88,8 @@ impl Planar {
             for y in 0..h {
                 let row = &self.data[ch * w * h + y * w..][..w];
                 for (x, (start, ws)) in wx.iter().enumerate() {
-                    tmp[ch * h * new_w + y * new_w + x] = ws.iter().enumerate().map(|(k, c)| row[start + k] * c).sum();
+                    tmp[ch * h * new_w + y * new_w + x] =
+                        ws.iter().enumerate().map(|(k, c)| row[start + k] * c).sum();
                 }
             }
         }
@@ -122,9 +129,8 @@ fn filter_weights(n_in: usize, n_out: usize) -> Vec<(usize, Vec<f32>)> {
             let centre = (i as f32 + 0.5) * scale;
             let lo = ((centre - support).floor().max(0.0)) as usize;
             let hi = ((centre + support).ceil() as usize).min(n_in);
-            let mut ws: Vec<f32> = (lo..hi)
-                .map(|j| (1.0 - ((j as f32 + 0.5 - centre) / support).abs()).max(0.0))
-                .collect();
+            let mut ws: Vec<f32> =
+                (lo..hi).map(|j| (1.0 - ((j as f32 + 0.5 - centre) / support).abs()).max(0.0)).collect();
             let sum: f32 = ws.iter().sum();
             if sum > 0.0 {
                 ws.iter_mut().for_each(|w| *w /= sum);

@@ -56,25 +56,45 @@ pub struct Pool {
 pub enum Op {
     Input,
     Conv2d(Conv),
-    BatchNorm2d { channels: usize, eps: f64 },
+    BatchNorm2d {
+        channels: usize,
+        eps: f64,
+    },
     Relu,
     Tanh,
     MaxPool2d(Pool),
     AvgPool2d(Pool),
     /// `AdaptiveAvgPool2d((h, w))`; `(1, 1)` is the global average pool.
-    AdaptiveAvgPool2d { h: usize, w: usize },
+    AdaptiveAvgPool2d {
+        h: usize,
+        w: usize,
+    },
     /// Local response normalisation across channels (AlexNet, ZFNet), PyTorch's formula.
-    LocalResponseNorm { size: usize, alpha: f64, beta: f64, k: f64 },
+    LocalResponseNorm {
+        size: usize,
+        alpha: f64,
+        beta: f64,
+        k: f64,
+    },
     Flatten,
-    Dropout { p: f32 },
-    Linear { in_features: usize, out_features: usize, bias: bool },
+    Dropout {
+        p: f32,
+    },
+    Linear {
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+    },
     /// Residual sum `F(x) + shortcut(x)`; inputs are `[residual, shortcut]`.
     Add,
     /// Channel concatenation (Inception).
     Concat,
     /// Paper option A shortcut: `x[:, :, ::s, ::s]` zero-padded to `out_ch` channels, no
     /// parameters.
-    ShortcutA { out_ch: usize, stride: usize },
+    ShortcutA {
+        out_ch: usize,
+        stride: usize,
+    },
 }
 
 impl Op {
@@ -171,11 +191,7 @@ impl Node {
         };
         match &self.op {
             Op::Conv2d(c) => {
-                let mut v = vec![p(
-                    "weight",
-                    vec![c.out_ch, c.in_ch, c.kernel, c.kernel],
-                    ParamKind::Weight,
-                )];
+                let mut v = vec![p("weight", vec![c.out_ch, c.in_ch, c.kernel, c.kernel], ParamKind::Weight)];
                 if c.bias {
                     v.push(p("bias", vec![c.out_ch], ParamKind::Bias));
                 }
@@ -299,18 +315,10 @@ pub struct Summary {
     pub activation_bytes: u64,
 }
 
-fn out_size(
-    n: usize,
-    k: usize,
-    s: usize,
-    p: usize,
-    ceil: bool,
-) -> Result<usize, String> {
+fn out_size(n: usize, k: usize, s: usize, p: usize, ceil: bool) -> Result<usize, String> {
     let padded = n + 2 * p;
     if k > padded {
-        return Err(format!(
-            "kernel {k} is larger than the padded input {padded} ({n} + 2×{p})"
-        ));
+        return Err(format!("kernel {k} is larger than the padded input {padded} ({n} + 2×{p})"));
     }
     if s == 0 {
         return Err("stride 0".into());
@@ -373,11 +381,7 @@ impl Graph {
         }
         let mut shapes: Vec<Shape> = Vec::with_capacity(self.nodes.len());
         for node in &self.nodes {
-            let err = |msg: String| ShapeError::Layer {
-                layer: node.name.clone(),
-                kind: node.op.kind(),
-                msg,
-            };
+            let err = |msg: String| ShapeError::Layer { layer: node.name.clone(), kind: node.op.kind(), msg };
             let x = node.inputs.first().map(|&i| shapes[i]);
             let x = || x.expect("non-input layers have an input");
             let shape = match &node.op {
@@ -474,8 +478,7 @@ impl Graph {
                 None => (None, None, None),
             };
             // An adaptive pool that keeps the size (VGG's 7×7 at 224) is the identity.
-            let identity_pool =
-                matches!(node.op, Op::AdaptiveAvgPool2d { .. }) && out == in_shape;
+            let identity_pool = matches!(node.op, Op::AdaptiveAvgPool2d { .. }) && out == in_shape;
             layers.push(LayerRow {
                 name: node.name.clone(),
                 kind: node.op.kind(),
@@ -615,7 +618,15 @@ impl GraphBuilder {
         self.push(name, Op::Tanh, vec![x], c)
     }
 
-    pub fn max_pool(&mut self, name: &str, x: NodeId, kernel: usize, stride: usize, padding: usize, ceil_mode: bool) -> NodeId {
+    pub fn max_pool(
+        &mut self,
+        name: &str,
+        x: NodeId,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        ceil_mode: bool,
+    ) -> NodeId {
         let c = self.channels(x);
         let op = Op::MaxPool2d(Pool { kernel, stride, padding, ceil_mode });
         self.push(name, op, vec![x], c)

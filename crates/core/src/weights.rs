@@ -86,8 +86,7 @@ impl Rng {
 
 fn seed_for(seed: u64, name: &str) -> u64 {
     // FNV-1a of the name, so each tensor's values do not depend on the order of the others.
-    name.bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64 ^ seed, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64 ^ seed, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 impl Weights {
@@ -136,7 +135,12 @@ impl Weights {
     /// on every platform.
     pub fn random(graph: &Graph, seed: u64, device: &Device) -> candle_core::Result<Weights> {
         let mut tensors = BTreeMap::new();
-        for spec in graph.param_specs() {
+        let specs = graph.param_specs();
+        let weight_shape = |owner: &str| {
+            let name = format!("{owner}.weight");
+            specs.iter().find(|p| p.name == name).map(|p| p.shape.clone())
+        };
+        for spec in specs.iter().cloned() {
             let mut rng = Rng(seed_for(seed, &spec.name));
             let n = spec.elements();
             let values: Vec<f32> = match spec.kind {
@@ -159,9 +163,9 @@ impl Weights {
                 ParamKind::Bias => {
                     // Linear/conv biases follow their weight's fan-in; BN biases start at 0.
                     let owner = spec.name.trim_end_matches(".bias");
-                    match graph.param_specs().iter().find(|p| p.name == format!("{owner}.weight")) {
-                        Some(w) if w.shape.len() > 1 => {
-                            let fan_in: usize = w.shape[1..].iter().product();
+                    match weight_shape(owner) {
+                        Some(w) if w.len() > 1 => {
+                            let fan_in: usize = w[1..].iter().product();
                             let bound = 1.0 / (fan_in as f32).sqrt();
                             (0..n).map(|_| (rng.uniform() * 2.0 - 1.0) * bound).collect()
                         }
@@ -182,8 +186,8 @@ impl Weights {
         arch: &str,
         device: &Device,
     ) -> Result<Weights, WeightsError> {
-        let st = safetensors::SafeTensors::deserialize(bytes)
-            .map_err(|e| WeightsError::Format(e.to_string()))?;
+        let st =
+            safetensors::SafeTensors::deserialize(bytes).map_err(|e| WeightsError::Format(e.to_string()))?;
         let expected: BTreeMap<String, ParamSpec> =
             graph.param_specs().into_iter().map(|p| (p.name.clone(), p)).collect();
         let mut mismatch = Mismatch { arch: arch.to_string(), ..Default::default() };
@@ -225,17 +229,23 @@ impl Weights {
     }
 
     /// Reads a file (native; in the browser pass the bytes to `from_safetensors`).
-    pub fn load(path: &std::path::Path, graph: &Graph, arch: &str, device: &Device) -> Result<Weights, WeightsError> {
-        let bytes = std::fs::read(path).map_err(|e| WeightsError::Io {
-            path: path.display().to_string(),
-            msg: e.to_string(),
-        })?;
+    pub fn load(
+        path: &std::path::Path,
+        graph: &Graph,
+        arch: &str,
+        device: &Device,
+    ) -> Result<Weights, WeightsError> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| WeightsError::Io { path: path.display().to_string(), msg: e.to_string() })?;
         Self::from_safetensors(&bytes, graph, arch, device)
     }
 
     /// safetensors bytes with the same names (float32, `num_batches_tracked` int64), loadable by
     /// PyTorch's `load_state_dict` after `safetensors.torch.load_file`.
-    pub fn to_safetensors(&self, metadata: Option<std::collections::HashMap<String, String>>) -> Result<Vec<u8>, WeightsError> {
+    pub fn to_safetensors(
+        &self,
+        metadata: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Vec<u8>, WeightsError> {
         let mut data: Vec<(String, StDtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(self.tensors.len());
         for (name, t) in &self.tensors {
             let t = t.to_device(&Device::Cpu)?;
@@ -264,9 +274,14 @@ impl Weights {
 
     /// Writes atomically: a temporary file beside `path`, then a rename, so a crash never
     /// leaves a half-written file under the real name.
-    pub fn save(&self, path: &std::path::Path, metadata: Option<std::collections::HashMap<String, String>>) -> Result<(), WeightsError> {
+    pub fn save(
+        &self,
+        path: &std::path::Path,
+        metadata: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<(), WeightsError> {
         let bytes = self.to_safetensors(metadata)?;
-        let io = |e: std::io::Error| WeightsError::Io { path: path.display().to_string(), msg: e.to_string() };
+        let io =
+            |e: std::io::Error| WeightsError::Io { path: path.display().to_string(), msg: e.to_string() };
         let tmp = path.with_extension("safetensors.tmp");
         std::fs::write(&tmp, bytes).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
@@ -278,10 +293,7 @@ fn read_f32(name: &str, view: &TensorView) -> Result<Vec<f32>, WeightsError> {
     Ok(match view.dtype() {
         StDtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
         StDtype::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-        StDtype::F16 => b
-            .chunks_exact(2)
-            .map(|c| half_to_f32(u16::from_le_bytes([c[0], c[1]])))
-            .collect(),
+        StDtype::F16 => b.chunks_exact(2).map(|c| half_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
         StDtype::BF16 => b
             .chunks_exact(2)
             .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))

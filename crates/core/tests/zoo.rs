@@ -121,8 +121,18 @@ fn table_shapes_equal_forward_shapes() {
     let dev = Device::Cpu;
     for arch in ZOO {
         // The big ImageNet nets are covered by their smaller siblings' code paths.
-        if ["resnet101", "resnet152", "resnet101-v1", "resnet152-v1", "vgg13", "vgg19", "vgg11", "plain34", "resnet34"]
-            .contains(&arch.name)
+        if [
+            "resnet101",
+            "resnet152",
+            "resnet101-v1",
+            "resnet152-v1",
+            "vgg13",
+            "vgg19",
+            "vgg11",
+            "plain34",
+            "resnet34",
+        ]
+        .contains(&arch.name)
         {
             continue;
         }

@@ -4,7 +4,15 @@
 use crate::spec::{BlockKind, Graph, GraphBuilder, NodeId, Shape};
 
 /// `BasicConv2d` named `name.conv` / `name.bn` / `name.relu`.
-fn basic_conv(g: &mut GraphBuilder, name: &str, x: NodeId, out: usize, k: usize, s: usize, p: usize) -> NodeId {
+fn basic_conv(
+    g: &mut GraphBuilder,
+    name: &str,
+    x: NodeId,
+    out: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+) -> NodeId {
     let x = g.conv(&format!("{name}.conv"), x, out, k, s, p, false);
     let x = g.bn_eps(&format!("{name}.bn"), x, 1e-3);
     g.relu(&format!("{name}.relu"), x)

@@ -8,7 +8,9 @@ pub enum BlockType {
     Basic,
     /// `stride_on_3x3`: torchvision's v1.5 puts the stride on the 3×3 conv; the paper (v1) on
     /// the first 1×1.
-    Bottleneck { stride_on_3x3: bool },
+    Bottleneck {
+        stride_on_3x3: bool,
+    },
 }
 
 pub struct ResNetConfig {
@@ -87,7 +89,14 @@ pub(crate) fn finish_residual(
     out
 }
 
-fn basic_block(g: &mut GraphBuilder, name: &str, x: NodeId, planes: usize, stride: usize, residual: bool) -> NodeId {
+fn basic_block(
+    g: &mut GraphBuilder,
+    name: &str,
+    x: NodeId,
+    planes: usize,
+    stride: usize,
+    residual: bool,
+) -> NodeId {
     let block = g.begin_block(name, BlockKind::Basic, x);
     let y = g.conv("conv1", x, planes, 3, stride, 1, false);
     let y = g.bn("bn1", y);
