@@ -7,6 +7,7 @@ pub mod model;
 pub mod ops;
 pub mod preprocess;
 pub mod spec;
+pub mod train;
 pub mod weights;
 
 pub use arch::{find as find_arch, ArchInfo, Dataset, ShortcutOption, ZOO};
