@@ -1,0 +1,398 @@
+"""bench/run's orchestrator: native CPU (ours vs onnxruntime vs PyTorch), the browser (ours in
+wasm vs onnxruntime-web), the explorer page, then bench/results.json and results.md.
+
+Called by bench/run, which has built everything and set up the venv and node_modules.
+Every figure is a median from this run, beside its anchor from the same run.
+"""
+
+import argparse
+import datetime
+import gzip
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+SHARED = (REPO / ".." / "shared").resolve()
+WORK = BENCH / ".work"
+OURS = REPO / "target" / "release" / "resnet-bench"
+MAX_LOGIT_DIFF = 1e-3
+
+# model -> ONNX file, input side, our weights (None: random weights, timing only)
+MODELS = {
+    "cifar-resnet20": ("cifar10-resnet20.onnx", 32, SHARED / "weights" / "cifar10-resnet20.safetensors"),
+    "resnet18": ("resnet18-imagenet-random.onnx", 224, None),
+}
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def cpu_model():
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            name = line.split(":", 1)[1].strip()
+            break
+    else:
+        name = platform.processor() or "unknown"
+    flags = Path("/proc/cpuinfo").read_text()
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
+    return f"{name} ({os.cpu_count()} logical cores, {isa})"
+
+
+def make_input(model, batch):
+    """A fixed N(0,1) tensor (seed 0), as raw little-endian f32, shared by every runner."""
+    side = MODELS[model][1]
+    path = WORK / f"input-{model}-b{batch}.f32"
+    if not path.exists():
+        rng = np.random.default_rng(0)
+        rng.standard_normal((batch, 3, side, side), dtype=np.float32).tofile(path)
+    return path
+
+
+def dynamic_batch_onnx(model):
+    """The shared ONNX files have batch 1 baked in: a copy with a symbolic batch dimension."""
+    src = SHARED / "bench" / MODELS[model][0]
+    dst = WORK / f"{model}-dynamic.onnx"
+    if not dst.exists():
+        m = onnx.load(src)
+        for v in list(m.graph.input) + list(m.graph.output):
+            v.type.tensor_type.shape.dim[0].dim_param = "N"
+        del m.graph.value_info[:]  # stale batch-1 shapes; ORT infers them again
+        onnx.save(m, dst)
+    return dst
+
+
+def ort_session(model, threads, batch):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    path = SHARED / "bench" / MODELS[model][0] if batch == 1 else dynamic_batch_onnx(model)
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def time_loop(fn, it):
+    import time
+
+    first = fn()
+    for _ in range(it["warmup"] - 1):
+        fn()
+    times, t0 = [], time.perf_counter()
+    while len(times) < it["max_iters"] and (len(times) < it["min_iters"] or time.perf_counter() - t0 < it["budget_s"]):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    return first, {
+        "median_ms": statistics.median(times),
+        "min_ms": times[0],
+        "p90_ms": times[min(len(times) - 1, int(np.ceil(len(times) * 0.9)) - 1)],
+        "iters": len(times),
+    }
+
+
+def run_ours(model, threads, batch, it, mode="fast", logits_out=None):
+    cmd = [str(OURS), "--model", model, "--batch", str(batch), "--input", str(make_input(model, batch))]
+    cmd += ["--mode", mode, "--warmup", str(it["warmup"]), "--min-iters", str(it["min_iters"])]
+    cmd += ["--max-iters", str(it["max_iters"]), "--budget-s", str(it["budget_s"])]
+    if MODELS[model][2]:
+        cmd += ["--weights", str(MODELS[model][2])]
+    if logits_out:
+        cmd += ["--logits-out", str(logits_out)]
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    r = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout)
+    if r["rayon_threads"] != threads or r["candle_threads"] != threads:
+        raise SystemExit(f"thread setting did not take effect: asked {threads}, got {r}")
+    return r
+
+
+def run_torch(threads, runs, it):
+    """PyTorch in a subprocess (its thread pool is per process), or the reason it is missing."""
+    stubs = BENCH / ".venv" / "cuda-stubs"
+    if not stubs.exists():
+        return None, "unavailable: torch not installed (bench/run --quick skips it)"
+    cfg = WORK / f"torch-{threads}.json"
+    cfg.write_text(json.dumps({"threads": threads, "runs": runs, **it}))
+    env = dict(os.environ, LD_LIBRARY_PATH=str(stubs))
+    p = subprocess.run(
+        [str(BENCH / ".venv/bin/python"), str(BENCH / "torch_bench.py"), str(cfg)], env=env, capture_output=True, text=True
+    )
+    if p.returncode != 0:
+        return None, "unavailable: " + (p.stderr.strip().splitlines() or ["torch failed"])[-1]
+    return json.loads(p.stdout), None
+
+
+def native(models, threads_list, batches, it):
+    out, notes = {}, {}
+    for model in models:
+        out[model] = {}
+        for threads in threads_list:
+            out[model][str(threads)] = {}
+            torch_runs = []
+            for batch in batches:
+                log(f"native {model} threads={threads} batch={batch}")
+                it_b = dict(it, min_iters=max(3, it["min_iters"] // 3)) if batch > 1 and model == "resnet18" else it
+                logits_path = WORK / f"ours-{model}-b{batch}.f32"
+                ours = run_ours(model, threads, batch, it_b, logits_out=logits_path)
+                sess = ort_session(model, threads, batch)
+                x = np.fromfile(make_input(model, batch), dtype=np.float32).reshape(batch, 3, MODELS[model][1], -1)
+                feeds = {sess.get_inputs()[0].name: x}
+                ort_logits, ort_t = time_loop(lambda: sess.run(None, feeds)[0], it_b)
+                cell = {
+                    "ours_ms": ours["median_ms"],
+                    "ort_ms": ort_t["median_ms"],
+                    "torch_ms": None,
+                    "ours": {k: ours[k] for k in ("median_ms", "min_ms", "p90_ms", "iters", "gflops", "cpu_per_wall")},
+                    "ort": ort_t,
+                    "ratio_vs_ort": ours["median_ms"] / ort_t["median_ms"],
+                }
+                if MODELS[model][2]:
+                    ours_logits = np.fromfile(logits_path, dtype=np.float32).reshape(ort_logits.shape)
+                    diff = float(np.abs(ours_logits - ort_logits).max())
+                    cell["logits_max_abs_diff_vs_ort"] = diff
+                    if diff > MAX_LOGIT_DIFF:
+                        raise SystemExit(f"{model} batch {batch}: our logits differ from ORT's by {diff} > {MAX_LOGIT_DIFF}")
+                out[model][str(threads)][str(batch)] = cell
+                run = {"model": model, "batch": batch, "input": str(make_input(model, batch))}
+                if MODELS[model][2]:
+                    run["weights"] = str(MODELS[model][2])
+                    run["logits_out"] = str(WORK / f"torch-{model}-b{batch}.f32")
+                torch_runs.append(run)
+            log(f"torch {model} threads={threads}")
+            t, why = run_torch(threads, torch_runs, it)
+            for run, batch in zip(torch_runs, batches):
+                cell = out[model][str(threads)][str(batch)]
+                if t is None:
+                    cell["torch_ms"] = why
+                    continue
+                r = next(r for r in t["runs"] if r["batch"] == batch)
+                cell["torch_ms"] = r["median_ms"]
+                cell["torch"] = {k: r[k] for k in ("median_ms", "min_ms", "p90_ms", "iters")}
+                cell["ratio_vs_torch"] = cell["ours_ms"] / r["median_ms"]
+                if run.get("logits_out"):
+                    ref = np.fromfile(WORK / f"ours-{model}-b{batch}.f32", dtype=np.float32)
+                    tl = np.fromfile(run["logits_out"], dtype=np.float32)
+                    cell["torch_logits_max_abs_diff_vs_ours"] = float(np.abs(ref - tl).max())
+                notes["torch_version"] = t["torch_version"]
+    return out, notes
+
+
+def browser(models, quick):
+    cfg = {
+        "common": {
+            "warmup": 1 if quick else 3,
+            "samples": 3 if quick else 30,
+            "minSampleMs": 5 if quick else 30,
+            "models": [
+                {
+                    "name": m,
+                    "onnx": f"/shared/bench/{MODELS[m][0]}",
+                    "weights": f"/shared/weights/{MODELS[m][2].name}" if MODELS[m][2] else None,
+                    "input": f"/work/{make_input(m, 1).name}",
+                    "dims": [1, 3, MODELS[m][1], MODELS[m][1]],
+                }
+                for m in models
+            ],
+        },
+        "variants": [
+            {"name": "gemm-simd128", "gemmSimd128": True, "ort": True, "taps": True},
+            {"name": "gemm-scalar", "gemmSimd128": False, "ort": False, "taps": False},
+        ],
+    }
+    path = WORK / "browser.json"
+    path.write_text(json.dumps(cfg))
+    p = subprocess.run(["node", str(BENCH / "web" / "drive.mjs"), "bench", str(path)], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"browser bench failed:\n{p.stderr}")
+    raw = json.loads(p.stdout)
+    simd = next(v["result"] for v in raw["variants"] if v["name"] == "gemm-simd128")
+    scalar = next(v["result"] for v in raw["variants"] if v["name"] == "gemm-scalar")
+    out = {}
+    for m in models:
+        r, s = simd["models"][m], scalar["models"][m]
+        diff = r.get("logits_max_abs_diff")
+        if MODELS[m][2] and (diff is None or diff > MAX_LOGIT_DIFF):
+            raise SystemExit(f"wasm {m}: our logits differ from onnxruntime-web's by {diff} > {MAX_LOGIT_DIFF}")
+        gflops = 2 * r["macs"] / (r["ours"]["median_ms"] * 1e6)
+        out[m] = {
+            "ours_ms": r["ours"]["median_ms"],
+            "ours_taps_ms": r["ours_taps"]["median_ms"],
+            "ort_ms": r["ort"]["median_ms"],
+            "ratio": r["ours"]["median_ms"] / r["ort"]["median_ms"],
+            "taps_ratio": r["ours_taps"]["median_ms"] / r["ours"]["median_ms"],
+            "ours_gemm_scalar_ms": s["ours"]["median_ms"],
+            "ours_gflops": gflops,
+            "ort_gflops": 2 * r["macs"] / (r["ort"]["median_ms"] * 1e6),
+            "logits_max_abs_diff": diff if MODELS[m][2] else None,
+            "stats": {"ours": r["ours"], "ours_taps": r["ours_taps"], "ort": r["ort"], "ours_gemm_scalar": s["ours"]},
+        }
+    return out, raw["browser"], simd.get("ort_version")
+
+
+def page(quick):
+    dist = REPO / "dist"
+    wasm = sorted(dist.glob("*.wasm"), key=lambda p: p.stat().st_size, reverse=True) if dist.is_dir() else []
+    if not wasm:
+        return {
+            "wasm_bytes": None,
+            "wasm_gzip_bytes": None,
+            "total_bytes": None,
+            "first_prediction_ms": None,
+            "note": "dist/ not built (trunk build --release): the explorer was not measured",
+        }
+    raw = sum(p.stat().st_size for p in wasm)
+    gz = sum(len(gzip.compress(p.read_bytes(), 9)) for p in wasm)
+    out = {"wasm_bytes": raw, "wasm_gzip_bytes": gz, "wasm_files": [p.name for p in wasm]}
+    selector = os.environ.get("BENCH_PREDICTION_SELECTOR", "[data-testid=prediction]")
+    p = subprocess.run(
+        ["node", str(BENCH / "web" / "drive.mjs"), "page", str(dist), "2" if quick else "5", selector],
+        capture_output=True,
+        text=True,
+    )
+    if p.returncode != 0:
+        out.update(total_bytes=None, first_prediction_ms=None, note=f"page not measured: {p.stderr.strip()[-300:]}")
+        return out
+    loads = json.loads(p.stdout)["loads"]
+    out["total_bytes"] = int(statistics.median(x["total_bytes"] for x in loads))
+    out["first_prediction_ms"] = statistics.median(x["first_prediction_ms"] for x in loads)
+    out["loads"] = loads
+    return out
+
+
+def fmt(v, digits=2):
+    if v is None:
+        return "—"
+    if isinstance(v, str):
+        return v
+    return f"{v:.{digits}f}"
+
+
+def markdown(res):
+    lines = [
+        f"Measured {res['date']} on {res['cpu']}; {res['browser']}; onnxruntime {res['versions']['onnxruntime']}, "
+        f"onnxruntime-web {res['versions'].get('onnxruntime_web') or '?'}, PyTorch {res['versions'].get('torch') or 'unavailable'}. "
+        f"Medians in ms; ratio = ours / anchor (lower is better).{' **--quick run: smoke test, not a measurement.**' if res['quick'] else ''}",
+        "",
+        "**Browser** (wasm32 + simd128, 1 thread, batch 1; onnxruntime-web wasm EP, SIMD, numThreads = 1)",
+        "",
+        "| model | ours | ours, all taps | onnxruntime-web | ours / ORT-web | taps / plain | ours, gemm scalar | GFLOP/s ours / ORT-web |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m, r in res["wasm"].items():
+        lines.append(
+            f"| {m} | {fmt(r['ours_ms'])} | {fmt(r['ours_taps_ms'])} | {fmt(r['ort_ms'])} | **{fmt(r['ratio'])}×** | "
+            f"{fmt(r['taps_ratio'])}× | {fmt(r['ours_gemm_scalar_ms'])} | {fmt(r['ours_gflops'], 1)} / {fmt(r['ort_gflops'], 1)} |"
+        )
+    lines += [
+        "",
+        f"simd128 peak ≈ 8 flop/cycle/core (4-wide f32 mul + add); see `peak_note` in results.json.",
+        "",
+        "**Native CPU** (release)",
+        "",
+        "| model | threads | batch | ours | onnxruntime | PyTorch | ours / ORT | ours / PyTorch | ours GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m, by_t in res["native"].items():
+        for t, by_b in by_t.items():
+            for b, c in by_b.items():
+                torch_ms = c["torch_ms"]
+                lines.append(
+                    f"| {m} | {t} | {b} | {fmt(c['ours_ms'])} | {fmt(c['ort_ms'])} | "
+                    f"{fmt(torch_ms) if not isinstance(torch_ms, str) else 'n/a'} | **{fmt(c['ratio_vs_ort'])}×** | "
+                    f"{fmt(c.get('ratio_vs_torch'))}{'×' if c.get('ratio_vs_torch') else ''} | {fmt(c['ours']['gflops'], 1)} |"
+                )
+    pg = res["page"]
+    kib = lambda b: "—" if b is None else f"{b / 1024:.0f} KiB"  # noqa: E731
+    lines += [
+        "",
+        "**Page** (explorer `dist/`, cold cache)",
+        "",
+        "| wasm | wasm gzipped | total bytes loaded | open → first prediction |",
+        "|---|---|---|---|",
+        f"| {kib(pg['wasm_bytes'])} | {kib(pg['wasm_gzip_bytes'])} | {kib(pg['total_bytes'])} | "
+        f"{fmt(pg['first_prediction_ms'], 0)}{' ms' if pg['first_prediction_ms'] is not None else ''} |",
+    ]
+    if pg.get("note"):
+        lines.append(f"\n{pg['note']}")
+    lines += ["", f"**GPU**: {'no GPU lent' if res['gpu'] is None else json.dumps(res['gpu'])}", ""]
+    return "\n".join(lines)
+
+
+def validate(res):
+    """The shape the issue asks for; bench/run --quick and scripts/test.d/40-bench-quick use it."""
+    for k in ("date", "cpu", "browser", "wasm", "native", "page", "gpu"):
+        assert k in res, f"missing {k}"
+    for m, r in res["wasm"].items():
+        for k in ("ours_ms", "ours_taps_ms", "ort_ms", "ratio"):
+            assert isinstance(r[k], (int, float)) and r[k] > 0, f"wasm.{m}.{k} = {r.get(k)}"
+    assert res["native"], "no native results"
+    for m, by_t in res["native"].items():
+        for t, by_b in by_t.items():
+            for b, c in by_b.items():
+                for k in ("ours_ms", "ort_ms"):
+                    assert isinstance(c[k], (int, float)) and c[k] > 0, f"native.{m}.{t}.{b}.{k}"
+                assert "torch_ms" in c
+    for k in ("wasm_bytes", "wasm_gzip_bytes", "total_bytes", "first_prediction_ms"):
+        assert k in res["page"], f"page.{k}"
+    assert res["gpu"] is None or isinstance(res["gpu"], dict)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", type=Path, help="directory for results.json and results.md")
+    ap.add_argument("--validate", type=Path, help="only check that this results.json has the expected shape")
+    a = ap.parse_args()
+    if a.validate:
+        validate(json.loads(a.validate.read_text()))
+        print(f"{a.validate}: valid")
+        return
+    if a.out is None:
+        ap.error("--out is required")
+    WORK.mkdir(exist_ok=True)
+    if a.quick:
+        models, threads, batches = ["cifar-resnet20"], [1], [1, 2]
+        it = {"warmup": 1, "min_iters": 3, "max_iters": 5, "budget_s": 0.1}
+    else:
+        models, threads, batches = list(MODELS), [1, 2], [1, 32]
+        it = {"warmup": 3, "min_iters": 30, "max_iters": 300, "budget_s": 4.0}
+    res = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_model(),
+        "browser": None,
+        "quick": a.quick,
+        "versions": {"onnxruntime": ort.__version__},
+    }
+    res["native"], notes = native(models, threads, batches, it)
+    res["versions"]["torch"] = notes.get("torch_version")
+    log("browser")
+    res["wasm"], res["browser"], res["versions"]["onnxruntime_web"] = browser(models, a.quick)
+    log("page")
+    res["page"] = page(a.quick)
+    res["gpu"] = None
+    res["gpu_note"] = "no GPU lent to this run"
+    res["peak_note"] = (
+        "simd128 peak ≈ 4-wide f32 × (mul + add) = 8 flop/cycle/core; at ~3 GHz ≈ 24 GFLOP/s per core. "
+        "wasm.*.ours_gflops is the achieved rate (2·MACs / median)."
+    )
+    validate(res)
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
+    (a.out / "results.md").write_text(markdown(res) + "\n")
+    print(markdown(res))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""PyTorch CPU anchor: the same architectures as resnet-core (torchvision's ResNet-18 layout and
+the CIFAR ResNet-20 with option-A shortcuts, same parameter names), eval mode, inference_mode.
+
+usage: torch_bench.py CONFIG.json  -> prints one JSON object (timings per model and batch).
+CONFIG: {"threads", "runs": [{"model", "batch", "input", "weights"?, "logits_out"?}], "min_iters",
+"max_iters", "budget_s", "warmup"}
+"""
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+# The CUDA stand-ins (torch_stubs.py) define only the symbols with a version; bind lazily.
+sys.setdlopenflags(os.RTLD_LAZY | os.RTLD_GLOBAL)
+import torch  # noqa: E402
+from torch import nn
+import torch.nn.functional as F
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, inp, planes, stride, shortcut):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inp, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut_kind = shortcut
+        self.stride, self.pad = stride, planes - inp
+        if shortcut == "B":  # torchvision's downsample
+            self.downsample = nn.Sequential(nn.Conv2d(inp, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.shortcut_kind == "B":
+            x = self.downsample(x)
+        elif self.shortcut_kind == "A":
+            x = F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.pad // 2, self.pad // 2))
+        return F.relu(out + x)
+
+
+class CifarResNet(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        layers, inp = [], 16
+        for planes, stride in [(16, 1), (32, 2), (64, 2)]:
+            blocks = []
+            for j in range(n):
+                s = stride if j == 0 else 1
+                blocks.append(BasicBlock(inp, planes, s, "A" if (s != 1 or inp != planes) else None))
+                inp = planes
+            layers.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = layers
+        self.linear = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.linear(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+class ResNet18(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        inp = 64
+        for i, (planes, stride) in enumerate([(64, 1), (128, 2), (256, 2), (512, 2)]):
+            b0 = BasicBlock(inp, planes, stride, "B" if (stride != 1 or inp != planes) else None)
+            setattr(self, f"layer{i + 1}", nn.Sequential(b0, BasicBlock(planes, planes, 1, None)))
+            inp = planes
+        self.fc = nn.Linear(512, 1000)
+
+    def forward(self, x):
+        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def load_safetensors(path):
+    """float32 tensors of a safetensors file (the format is a JSON header and raw bytes)."""
+    raw = open(path, "rb").read()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    state = {}
+    for name, t in header.items():
+        if name == "__metadata__" or t["dtype"] != "F32":
+            continue
+        a, b = t["data_offsets"]
+        state[name] = torch.from_numpy(np.frombuffer(raw[8 + n + a : 8 + n + b], dtype=np.float32).reshape(t["shape"]).copy())
+    return state
+
+
+def build(name, weights):
+    model = {"cifar-resnet20": lambda: CifarResNet(3), "resnet18": ResNet18}[name]()
+    if weights:
+        state = load_safetensors(weights)
+        model.load_state_dict(state, strict=False)
+        missing = set(model.state_dict()) - set(state)
+        if any(not k.endswith("num_batches_tracked") for k in missing):
+            raise SystemExit(f"{weights}: missing {sorted(missing)}")
+    return model.eval()
+
+
+def main():
+    cfg = json.load(open(sys.argv[1]))
+    torch.set_num_threads(cfg["threads"])
+    torch.set_num_interop_threads(1)
+    out = {"torch_version": torch.__version__, "threads": torch.get_num_threads(), "runs": []}
+    for run in cfg["runs"]:
+        model = build(run["model"], run.get("weights"))
+        shape = (run["batch"], 3, 32, 32) if run["model"].startswith("cifar") else (run["batch"], 3, 224, 224)
+        x = torch.from_numpy(np.fromfile(run["input"], dtype=np.float32).reshape(shape))
+        with torch.inference_mode():
+            logits = model(x)
+            for _ in range(cfg["warmup"] - 1):
+                model(x)
+            times, t0 = [], time.perf_counter()
+            while len(times) < cfg["max_iters"] and (
+                len(times) < cfg["min_iters"] or time.perf_counter() - t0 < cfg["budget_s"]
+            ):
+                t = time.perf_counter()
+                model(x)
+                times.append((time.perf_counter() - t) * 1e3)
+        if run.get("logits_out"):
+            logits.numpy().astype(np.float32).tofile(run["logits_out"])
+        times.sort()
+        out["runs"].append(
+            {
+                "model": run["model"],
+                "batch": run["batch"],
+                "iters": len(times),
+                "median_ms": float(np.median(times)),
+                "min_ms": times[0],
+                "p90_ms": times[min(len(times) - 1, int(np.ceil(len(times) * 0.9)) - 1)],
+            }
+        )
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

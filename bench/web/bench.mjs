@@ -1,0 +1,84 @@
+// The browser half of bench/run. Ours and onnxruntime-web see the same input tensor; each is
+// timed as loops of runs (without COOP/COEP performance.now() is rounded to 0.1 ms), after a
+// warm-up, and each sample is one loop's time divided by its length.
+import * as ort from '/ort/ort.wasm.min.mjs';
+import init, { BenchModel, setGemmSimd128, gemmSimd128 } from '/pkg/resnet_bench_wasm.js';
+
+const log = (msg) => { document.getElementById('log').textContent += msg + '\n'; };
+
+async function fetchBytes(url) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+  return new Uint8Array(await r.arrayBuffer());
+}
+
+function stats(times, runsPerSample) {
+  const t = [...times].sort((a, b) => a - b);
+  const n = t.length;
+  const median = n % 2 ? t[(n - 1) / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
+  const p90 = t[Math.min(n - 1, Math.ceil(n * 0.9) - 1)];
+  return { median_ms: median, min_ms: t[0], p90_ms: p90, samples: n, runs_per_sample: runsPerSample };
+}
+
+// fn(k) runs k forward passes.
+async function timeLoops(fn, { warmup, samples, minSampleMs }) {
+  for (let i = 0; i < warmup; i++) await fn(1);
+  let t0 = performance.now();
+  await fn(1);
+  const one = Math.max(performance.now() - t0, 0.05);
+  const k = Math.max(1, Math.ceil(minSampleMs / one));
+  const times = [];
+  for (let s = 0; s < samples; s++) {
+    t0 = performance.now();
+    await fn(k);
+    times.push((performance.now() - t0) / k);
+  }
+  return stats(times, k);
+}
+
+window.runBench = async function runBench(cfg) {
+  await init();
+  ort.env.wasm.wasmPaths = '/ort/';
+  ort.env.wasm.numThreads = 1;
+  ort.env.wasm.simd = true;
+  const out = { ort_version: ort.env.versions?.web ?? null, models: {} };
+  for (const m of cfg.models) {
+    log(`${m.name}: loading`);
+    const input = new Float32Array((await fetchBytes(m.input)).buffer);
+    const weights = m.weights ? await fetchBytes(m.weights) : undefined;
+    const ours = new BenchModel(m.name, weights);
+    // gemm picks its kernels at the first matmul and keeps them: set the switch before it.
+    setGemmSimd128(cfg.gemmSimd128);
+    ours.setInput(input, m.dims[0]);
+    const r = { macs: ours.macs() };
+    const opts = { warmup: cfg.warmup, samples: cfg.samples, minSampleMs: cfg.minSampleMs };
+    const oursLogits = ours.logits();
+    log(`${m.name}: ours`);
+    r.ours = await timeLoops((k) => ours.run(k, false), opts);
+    if (cfg.taps) {
+      log(`${m.name}: ours with taps`);
+      r.ours_taps = await timeLoops((k) => ours.run(k, true), opts);
+      r.taps_count = ours.run(1, true);
+    }
+    if (cfg.ort) {
+      const session = await ort.InferenceSession.create(await fetchBytes(m.onnx), {
+        executionProviders: ['wasm'],
+        graphOptimizationLevel: 'all',
+      });
+      const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', input, m.dims) };
+      const ortLogits = (await session.run(feeds))[session.outputNames[0]].data;
+      let diff = 0;
+      for (let i = 0; i < ortLogits.length; i++) diff = Math.max(diff, Math.abs(ortLogits[i] - oursLogits[i]));
+      r.logits_max_abs_diff = oursLogits.length === ortLogits.length ? diff : null;
+      log(`${m.name}: onnxruntime-web`);
+      r.ort = await timeLoops(async (k) => { for (let i = 0; i < k; i++) await session.run(feeds); }, opts);
+      await session.release();
+    }
+    if (cfg.profile) r.profile = JSON.parse(ours.profile(cfg.profileReps));
+    ours.free();
+    out.models[m.name] = r;
+    out.gemm_simd128 = gemmSimd128();
+  }
+  return out;
+};
+window.benchReady = true;

@@ -1,0 +1,128 @@
+// Serves the bench page (or the explorer's dist/) on 127.0.0.1 and drives Debian Chromium with
+// playwright-core. Prints one JSON object on stdout.
+//   node drive.mjs bench CONFIG.json   -> runBench(config) on bench/web/index.html
+//   node drive.mjs page DIST_DIR LOADS -> page weight and open → first prediction, cold cache
+import http from 'node:http';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const bench = path.dirname(here);
+const repo = path.dirname(bench);
+
+const MIME = {
+  '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm',
+  '.json': 'application/json', '.css': 'text/css', '.png': 'image/png', '.jpg': 'image/jpeg',
+  '.svg': 'image/svg+xml', '.onnx': 'application/octet-stream', '.safetensors': 'application/octet-stream',
+};
+
+// routes: [urlPrefix, directory], first match wins.
+function serve(routes) {
+  const server = http.createServer((req, res) => {
+    const url = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    for (const [prefix, dir] of routes) {
+      if (!url.startsWith(prefix)) continue;
+      let file = path.join(dir, url.slice(prefix.length));
+      if (!file.startsWith(dir)) break;
+      if (fs.existsSync(file) && fs.statSync(file).isDirectory()) file = path.join(file, 'index.html');
+      if (!fs.existsSync(file)) continue;
+      res.writeHead(200, { 'content-type': MIME[path.extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-cache' });
+      fs.createReadStream(file).pipe(res);
+      return;
+    }
+    res.writeHead(404);
+    res.end('not found');
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+const launch = () => chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--no-first-run'],
+});
+
+async function runBenchPage(cfgPath) {
+  const cfg = JSON.parse(fs.readFileSync(cfgPath, 'utf8'));
+  const server = await serve([
+    ['/ort/', path.join(bench, 'node_modules/onnxruntime-web/dist')],
+    ['/pkg/', path.join(bench, '.work/pkg')],
+    ['/work/', path.join(bench, '.work')],
+    ['/shared/', path.resolve(repo, '../shared')],
+    ['/', here],
+  ]);
+  const browser = await launch();
+  try {
+    const out = { browser: `Chromium ${browser.version()}`, variants: [] };
+    for (const variant of cfg.variants) {
+      const page = await browser.newPage();
+      const errors = [];
+      page.on('pageerror', (e) => errors.push(String(e)));
+      page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+      page.on('requestfailed', (r) => errors.push(`request failed: ${r.url()}`));
+      const origins = new Set();
+      page.on('request', (r) => origins.add(new URL(r.url()).origin));
+      await page.goto(`http://127.0.0.1:${server.address().port}/index.html`);
+      try {
+        await page.waitForFunction(() => window.benchReady === true, null, { timeout: 60_000 });
+      } catch (e) {
+        throw new Error(`bench page did not load: ${errors.join('; ') || e.message}`);
+      }
+      let r;
+      try {
+        r = await page.evaluate((c) => window.runBench(c), { ...cfg.common, ...variant });
+      } catch (e) {
+        throw new Error(`runBench failed: ${e.message}; page errors: ${errors.join('; ')}`);
+      }
+      const remote = [...origins].filter((o) => !o.startsWith('http://127.0.0.1'));
+      if (remote.length) throw new Error(`the bench page reached outside localhost: ${remote.join(', ')}`);
+      out.variants.push({ ...variant, models: undefined, result: r });
+      await page.close();
+    }
+    return out;
+  } finally {
+    await browser.close();
+    server.close();
+  }
+}
+
+// Open → first prediction of the explorer, cold cache (a fresh context per load).
+async function runExplorerPage(dist, loads, selector) {
+  const server = await serve([['/', path.resolve(dist)]]);
+  const browser = await launch();
+  try {
+    const out = { browser: `Chromium ${browser.version()}`, loads: [] };
+    for (let i = 0; i < loads; i++) {
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      const cdp = await context.newCDPSession(page);
+      await cdp.send('Network.enable');
+      await cdp.send('Network.setCacheDisabled', { cacheDisabled: true });
+      let bytes = 0;
+      cdp.on('Network.loadingFinished', (e) => { bytes += e.encodedDataLength; });
+      await page.goto(`http://127.0.0.1:${server.address().port}/`);
+      await page.waitForSelector(selector, { timeout: 60_000 });
+      const ms = await page.evaluate(() => performance.now());
+      await page.waitForLoadState('networkidle');
+      out.loads.push({ first_prediction_ms: ms, total_bytes: bytes });
+      await context.close();
+    }
+    return out;
+  } finally {
+    await browser.close();
+    server.close();
+  }
+}
+
+const [mode, ...args] = process.argv.slice(2);
+try {
+  const result = mode === 'bench' ? await runBenchPage(args[0])
+    : mode === 'page' ? await runExplorerPage(args[0], Number(args[1] ?? 5), args[2])
+    : (() => { throw new Error('usage: drive.mjs bench CONFIG.json | page DIST LOADS SELECTOR'); })();
+  process.stdout.write(JSON.stringify(result) + '\n');
+} catch (e) {
+  process.stderr.write(`drive.mjs: ${e.message}\n`);
+  process.exit(1);
+}
