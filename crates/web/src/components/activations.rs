@@ -1,0 +1,181 @@
+//! Panel 3: one layer's activation maps, every channel, on one colour scale; click one to see it
+//! enlarged over the input. For a residual block: x, F(x), the shortcut and H(x) = relu(F(x) + x)
+//! side by side, on a shared scale, so the sum can be read off the pictures.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use resnet_core::spec::{Graph, ShortcutKind};
+use resnet_core::Summary;
+use yew::prelude::*;
+
+use super::Shared;
+
+use super::{ColourBar, Raster};
+use crate::protocol::FeatureMap;
+use crate::viz::{map_rgba, rgb_to_rgba, Scale};
+
+#[derive(Properties, PartialEq)]
+pub struct Props {
+    pub graph: Shared<Graph>,
+    pub summary: Shared<Summary>,
+    pub selected: usize,
+    pub maps: Rc<HashMap<usize, Rc<FeatureMap>>>,
+    /// The input crop (RGB8) and its side, for the overlay.
+    pub view: Option<(Rc<Vec<u8>>, u32)>,
+    pub has_result: bool,
+    pub on_select: Callback<usize>,
+}
+
+/// The channel maps of one layer as RGBA tiles on the layer's own scale.
+fn tiles(map: &FeatureMap) -> (Scale, Vec<Rc<Vec<u8>>>) {
+    let scale = Scale::fit(&map.data);
+    let tiles = (0..map.shape[0]).map(|c| Rc::new(map_rgba(map.channel(c), scale))).collect();
+    (scale, tiles)
+}
+
+#[function_component(Activations)]
+pub fn activations(p: &Props) -> Html {
+    let focus = use_state(|| 0usize);
+    let map = p.maps.get(&p.selected).cloned();
+    let grid = use_memo(map.clone(), |m| m.as_ref().map(|m| tiles(m)));
+    let g = &p.graph;
+    let on_layer = {
+        let cb = p.on_select.clone();
+        Callback::from(move |e: Event| {
+            let sel: web_sys::HtmlSelectElement = e.target_unchecked_into();
+            if let Ok(n) = sel.value().parse() {
+                cb.emit(n);
+            }
+        })
+    };
+    let shapes: Vec<[usize; 3]> =
+        std::iter::once(p.summary.input).chain(p.summary.layers.iter().map(|r| r.out_shape)).collect();
+    let node = &g.nodes[p.selected];
+    let [c, h, w] = shapes[p.selected];
+    let ch = (*focus).min(c.saturating_sub(1));
+    let body = match (&map, grid.as_ref()) {
+        (Some(m), Some((scale, tiles))) => {
+            let big = tiles.get(ch).cloned();
+            html! {
+                <>
+                    <p class="muted">
+                        { format!("{} channels of {h}×{w} · ", c) }
+                        <ColourBar scale={*scale} />
+                        { if scale.signed { " (signed: blue < 0 < red)" } else { " (non-negative)" } }
+                    </p>
+                    <div class="activation-layout">
+                        <div class={classes!("activation-grid", (h * w <= 1).then_some("vector"))} data-testid="activation-grid">
+                            { for tiles.iter().enumerate().map(|(n, rgba)| {
+                                let f = focus.clone();
+                                html! {
+                                    <Raster rgba={rgba.clone()} width={m.shape[2] as u32} height={m.shape[1] as u32}
+                                        class={classes!("pixelated", "activation-map", (n == ch).then_some("active"))}
+                                        testid="activation-map" title={format!("channel {n}")}
+                                        onclick={Callback::from(move |_: MouseEvent| f.set(n))} />
+                                }
+                            }) }
+                        </div>
+                        { match (big, &p.view) {
+                            (Some(rgba), Some((rgb, side))) if h > 1 => html! {
+                                <figure class="overlay" data-testid="activation-zoom">
+                                    <div class="stack">
+                                        <Raster rgba={Rc::new(rgb_to_rgba(rgb))} width={*side} height={*side} class="pixelated under" />
+                                        <Raster rgba={rgba} width={w as u32} height={h as u32} class="pixelated over" />
+                                    </div>
+                                    <figcaption>{ format!("{} · channel {ch} over the input", node.name) }</figcaption>
+                                </figure>
+                            },
+                            _ => html! {},
+                        } }
+                    </div>
+                </>
+            }
+        }
+        _ if p.has_result => {
+            html! { <p class="muted"><span class="spinner"></span>{ "fetching the maps from the worker…" }</p> }
+        }
+        _ => html! { <p class="muted">{ "Classify an image to see what every layer makes of it." }</p> },
+    };
+    html! {
+        <section class="panel activations" aria-label="Activation maps">
+            <h2>{ "Activation maps" }</h2>
+            <label>{ "Layer " }
+                <select data-testid="layer-select" onchange={on_layer}>
+                    { for g.nodes.iter().enumerate().map(|(i, n)| {
+                        let [c, h, w] = shapes[i];
+                        html! {
+                            <option value={i.to_string()} selected={i == p.selected}>
+                                { format!("{} — {} — {c}×{h}×{w}", n.name, n.op.kind()) }
+                            </option>
+                        }
+                    }) }
+                </select>
+            </label>
+            { body }
+            { residual_view(p, ch, &shapes) }
+        </section>
+    }
+}
+
+/// x → F(x) → H(x) for the block holding the selected layer.
+fn residual_view(p: &Props, ch: usize, shapes: &[[usize; 3]]) -> Html {
+    let g = &p.graph;
+    let Some(b) = g.nodes[p.selected].block.map(|b| &g.blocks[b]) else { return html! {} };
+    let (Some(residual), Some(_add)) = (b.residual, b.add) else { return html! {} };
+    let shortcut = b.shortcut_nodes.last().copied();
+    let mut panes: Vec<(String, String, usize)> = vec![("x".into(), format!("input of {}", b.name), b.input)];
+    panes.push(("F(x)".into(), "residual branch".into(), residual));
+    if let Some(s) = shortcut {
+        let what = match b.shortcut {
+            ShortcutKind::ZeroPad => "option A: subsample, zero-pad channels",
+            ShortcutKind::Projection => "projection: 1×1 conv + BN",
+            _ => "shortcut",
+        };
+        panes.push(("shortcut(x)".into(), what.into(), s));
+    }
+    panes.push(("H(x) = relu(F(x) + x)".into(), "block output".into(), b.output));
+    let maps: Vec<Option<Rc<FeatureMap>>> = panes.iter().map(|(_, _, n)| p.maps.get(n).cloned()).collect();
+    if maps.iter().any(Option::is_none) {
+        return html! {
+            <div class="residual-view" data-testid="residual-view">
+                <h3>{ format!("Residual block {}", b.name) }</h3>
+                <p class="muted">{ if p.has_result { "fetching x, F(x) and H(x)…" } else { "Classify an image to see x, F(x) and H(x)." } }</p>
+            </div>
+        };
+    }
+    let maps: Vec<Rc<FeatureMap>> = maps.into_iter().flatten().collect();
+    // One scale for all panes: F(x) + x = H(x) before the ReLU can be compared by eye.
+    let slice = |m: &FeatureMap| (ch < m.shape[0]).then(|| m.channel(ch).to_vec());
+    let all: Vec<f32> = maps.iter().filter_map(|m| slice(m)).flatten().collect();
+    let scale = Scale::fit(&all);
+    let identity = b.shortcut == ShortcutKind::Identity;
+    html! {
+        <div class="residual-view" data-testid="residual-view">
+            <h3>{ format!("Residual block {} · channel {ch}", b.name) }</h3>
+            <p class="muted">
+                { if identity { "Identity shortcut: the block only has to learn the change F(x); H(x) = relu(F(x) + x). " } else { "The shape changes here, so x goes through the shortcut first. " } }
+                <ColourBar scale={scale} />
+            </p>
+            <div class="residual-row">
+                { for panes.iter().zip(&maps).enumerate().map(|(i, ((title, what, node), m))| {
+                    let [_, h, w] = shapes[*node];
+                    let pane = match slice(m) {
+                        Some(v) => html! { <Raster rgba={Rc::new(map_rgba(&v, scale))} width={w as u32} height={h as u32} class="pixelated" /> },
+                        None => html! { <div class="zero-channel">{ format!("x has {} channels: channel {ch} is the shortcut's zero padding", m.shape[0]) }</div> },
+                    };
+                    let op = match i { 0 => "", _ if i == panes.len() - 1 => "=", 1 => "→", _ => "+" };
+                    html! {
+                        <>
+                            { if op.is_empty() { html!{} } else { html!{ <span class="op">{ op }</span> } } }
+                            <figure>
+                                { pane }
+                                <figcaption><strong>{ title.clone() }</strong><br/>{ format!("{what} · {}", g.nodes[*node].name) }<br/>{ format!("{}×{}×{}", shapes[*node][0], h, w) }</figcaption>
+                            </figure>
+                        </>
+                    }
+                }) }
+            </div>
+        </div>
+    }
+}

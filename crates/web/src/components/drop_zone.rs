@@ -1,0 +1,89 @@
+//! The input panel: drop zone, file picker, sample strip, and the exact input the net sees.
+
+use std::rc::Rc;
+
+use resnet_core::arch::CIFAR10_CLASSES;
+use web_sys::{File, HtmlImageElement, HtmlInputElement};
+use yew::prelude::*;
+
+use super::Raster;
+use crate::viz::rgb_to_rgba;
+
+/// Samples per class in `www/samples/` (`<class>-<i>.jpg`).
+pub const SAMPLES_PER_CLASS: usize = 3;
+
+#[derive(Properties, PartialEq)]
+pub struct Props {
+    pub on_file: Callback<File>,
+    pub on_sample: Callback<(HtmlImageElement, String)>,
+    /// The current image: name, width, height.
+    pub image: Option<(String, u32, u32)>,
+    /// The crop the network sees (RGB8) and its side.
+    pub view: Option<(Rc<Vec<u8>>, u32)>,
+    pub busy: bool,
+}
+
+#[function_component(DropZone)]
+pub fn drop_zone(p: &Props) -> Html {
+    let on_change = {
+        let cb = p.on_file.clone();
+        Callback::from(move |e: Event| {
+            let input: HtmlInputElement = e.target_unchecked_into();
+            if let Some(f) = input.files().and_then(|l| l.get(0)) {
+                cb.emit(f);
+            }
+            input.set_value(""); // picking the same file again fires again
+        })
+    };
+    let on_sample = {
+        let cb = p.on_sample.clone();
+        Callback::from(move |e: MouseEvent| {
+            let img: HtmlImageElement = e.target_unchecked_into();
+            let name = img.alt();
+            cb.emit((img, name));
+        })
+    };
+    html! {
+        <section class="panel input" aria-label="Input">
+            <h2>{ "Input" }</h2>
+            <div class="drop-zone" data-testid="drop-zone">
+                <p>{ "Drop an image anywhere on the page, paste one, or " }
+                    <label class="file-button">{ "choose a file" }
+                        <input type="file" accept="image/*" data-testid="file-input" onchange={on_change} />
+                    </label>
+                </p>
+                { if p.busy { html!{ <p class="hint"><span class="spinner"></span>{ "decoding…" }</p> } } else { html!{} } }
+            </div>
+            <div class="input-row">
+                <figure class="preview">
+                    { match &p.view {
+                        Some((rgb, side)) => html! {
+                            <Raster rgba={Rc::new(rgb_to_rgba(rgb))} width={*side} height={*side}
+                                class="pixelated input-preview" testid="input-preview"
+                                title={format!("the {side}×{side} input tensor the network sees")} />
+                        },
+                        None => html! { <div class="input-preview empty" data-testid="input-preview">{ "no image yet" }</div> },
+                    } }
+                    <figcaption>
+                        { match (&p.image, &p.view) {
+                            (Some((name, w, h)), Some((_, side))) => format!("{name} ({w}×{h}) → the {side}×{side} crop the network sees"),
+                            (Some((name, w, h)), None) => format!("{name} ({w}×{h})"),
+                            _ => "The network's input appears here, pixel for pixel.".to_string(),
+                        } }
+                    </figcaption>
+                </figure>
+            </div>
+            <h3>{ "Samples from the CIFAR-10 test set" }</h3>
+            <div class="samples">
+                { for CIFAR10_CLASSES.iter().flat_map(|class| (0..SAMPLES_PER_CLASS).map(move |i| (class, i))).map(|(class, i)| {
+                    let name = format!("{class}-{i}.jpg");
+                    html! {
+                        <img src={format!("samples/{name}")} alt={name.clone()} title={format!("{class} (click to classify)")}
+                            width="32" height="32" data-testid="sample-image" data-class={*class}
+                            onclick={on_sample.clone()} />
+                    }
+                }) }
+            </div>
+        </section>
+    }
+}

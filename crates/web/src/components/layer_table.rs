@@ -1,0 +1,90 @@
+//! Panel 4: the layer table (torchinfo-style) from `Graph::summary`, the same numbers as
+//! `resnet summary`; each row shows how its output size follows from kernel, stride, padding.
+
+use resnet_core::{Graph, Summary};
+use yew::prelude::*;
+
+use super::Shared;
+
+use crate::viz::{formula, si, thousands};
+
+#[derive(Properties, PartialEq)]
+pub struct Props {
+    pub graph: Shared<Graph>,
+    pub summary: Shared<Summary>,
+    pub selected: usize,
+    pub on_select: Callback<usize>,
+}
+
+fn dims(s: [usize; 3]) -> String {
+    format!("{}×{}×{}", s[0], s[1], s[2])
+}
+
+#[function_component(LayerTable)]
+pub fn layer_table(p: &Props) -> Html {
+    let s = &p.summary;
+    let selected_ref = use_node_ref();
+    {
+        // Keep the selected row in view when the selection comes from another panel.
+        let r = selected_ref.clone();
+        use_effect_with(p.selected, move |_| {
+            let el = r.cast::<web_sys::HtmlElement>();
+            let parent = el.as_ref().and_then(|e| e.closest(".table-scroll").ok().flatten());
+            if let (Some(el), Some(parent)) = (el, parent) {
+                let parent: web_sys::HtmlElement = wasm_bindgen::JsCast::unchecked_into(parent);
+                // Scroll the table only, not the page.
+                let top = el.offset_top() - parent.client_height() / 2;
+                parent.set_scroll_top(top.max(0));
+            }
+        });
+    }
+    html! {
+        <section class="panel layer-table" aria-label="Layer table">
+            <h2>{ "Layers" }</h2>
+            <p class="muted">{ format!("{} layers · input {} · output size per side: (N − F + 2P)/S + 1, floored (⌈⌉: ceil mode)", s.layers.len(), dims(s.input)) }</p>
+            <div class="table-scroll">
+            <table data-testid="layer-table">
+                <thead>
+                    <tr><th>{"#"}</th><th>{"layer"}</th><th>{"kind"}</th><th>{"k / s / p"}</th><th>{"output C×H×W"}</th><th>{"output size"}</th><th class="num">{"params"}</th><th class="num">{"MACs"}</th></tr>
+                </thead>
+                <tbody>
+                    { for s.layers.iter().enumerate().map(|(i, row)| {
+                        let node = i + 1;
+                        let cb = p.on_select.clone();
+                        let ksp = match (row.kernel, row.stride, row.padding) {
+                            (Some(k), Some(s), Some(pad)) => format!("{k} / {s} / {pad}"),
+                            _ => String::new(),
+                        };
+                        let is_sel = node == p.selected;
+                        html! {
+                            <tr data-testid="layer-row" data-name={row.name.clone()} data-params={row.params.to_string()} data-macs={row.macs.to_string()}
+                                data-out={dims(row.out_shape)}
+                                class={classes!(is_sel.then_some("selected"), row.block.is_some().then_some("in-block"))}
+                                ref={if is_sel { selected_ref.clone() } else { NodeRef::default() }}
+                                onclick={Callback::from(move |_| cb.emit(node))} title={row.note.clone()}>
+                                <td class="num muted">{ node }</td>
+                                <td class="name">{ &row.name }</td>
+                                <td>{ row.kind }</td>
+                                <td>{ ksp }</td>
+                                <td>{ dims(row.out_shape) }</td>
+                                <td class="formula">{ formula(&p.graph.nodes[node], row).unwrap_or_default() }</td>
+                                <td class="num">{ if row.params > 0 { thousands(row.params) } else { String::new() } }</td>
+                                <td class="num">{ if row.macs > 0 { si(row.macs) } else { String::new() } }</td>
+                            </tr>
+                        }
+                    }) }
+                </tbody>
+                <tfoot>
+                    <tr data-testid="layer-total" data-params={s.total_params.to_string()} data-macs={s.total_macs.to_string()}
+                        data-activations={s.total_activations.to_string()}>
+                        <td></td><td colspan="4">{ "total" }</td>
+                        <td class="muted">{ format!("activations {:.2} MiB per image", s.activation_bytes as f64 / (1024.0 * 1024.0)) }</td>
+                        <td class="num">{ thousands(s.total_params) }</td>
+                        <td class="num" title={thousands(s.total_macs)}>{ si(s.total_macs) }</td>
+                    </tr>
+                </tfoot>
+            </table>
+            </div>
+        </section>
+    }
+}

@@ -1,0 +1,105 @@
+//! One component per panel, plus the canvas they all draw pixels with.
+
+pub mod activations;
+pub mod diagram;
+pub mod drop_zone;
+pub mod filters;
+pub mod layer_table;
+pub mod prediction;
+
+use std::rc::Rc;
+
+use wasm_bindgen::{Clamped, JsCast};
+use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, ImageData};
+use yew::prelude::*;
+
+/// Shared, immutable data in props: equal when it is the same allocation (cheap to compare,
+/// and a new model always comes with a new one).
+pub struct Shared<T>(pub Rc<T>);
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<T> PartialEq for Shared<T> {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+#[derive(Properties, PartialEq)]
+pub struct RasterProps {
+    /// RGBA pixels, `width × height`.
+    pub rgba: Rc<Vec<u8>>,
+    pub width: u32,
+    pub height: u32,
+    #[prop_or_default]
+    pub class: Classes,
+    #[prop_or_default]
+    pub testid: Option<AttrValue>,
+    #[prop_or_default]
+    pub title: Option<AttrValue>,
+    #[prop_or_default]
+    pub onclick: Option<Callback<MouseEvent>>,
+    #[prop_or_default]
+    pub onmouseenter: Option<Callback<MouseEvent>>,
+}
+
+/// A canvas showing raw pixels at their own resolution; CSS enlarges it (pixelated).
+#[function_component(Raster)]
+pub fn raster(p: &RasterProps) -> Html {
+    let canvas = use_node_ref();
+    {
+        let canvas = canvas.clone();
+        use_effect_with((p.rgba.clone(), p.width, p.height), move |(rgba, w, h)| {
+            if let Some(c) = canvas.cast::<HtmlCanvasElement>() {
+                draw(&c, rgba, *w, *h);
+            }
+        });
+    }
+    html! {
+        <canvas ref={canvas} class={p.class.clone()} width={p.width.to_string()} height={p.height.to_string()}
+            data-testid={p.testid.clone()} title={p.title.clone()}
+            onclick={p.onclick.clone()} onmouseenter={p.onmouseenter.clone()}></canvas>
+    }
+}
+
+fn draw(c: &HtmlCanvasElement, rgba: &[u8], w: u32, h: u32) {
+    if rgba.len() != (w * h * 4) as usize || w == 0 || h == 0 {
+        return;
+    }
+    c.set_width(w);
+    c.set_height(h);
+    let Some(ctx) = c.get_context("2d").ok().flatten() else { return };
+    let ctx: CanvasRenderingContext2d = ctx.unchecked_into();
+    if let Ok(data) = ImageData::new_with_u8_clamped_array_and_sh(Clamped(rgba), w, h) {
+        let _ = ctx.put_image_data(&data, 0.0, 0.0);
+    }
+}
+
+/// A colour bar with its end values.
+#[derive(Properties, PartialEq)]
+pub struct ColourBarProps {
+    pub scale: crate::viz::Scale,
+}
+
+#[function_component(ColourBar)]
+pub fn colour_bar(p: &ColourBarProps) -> Html {
+    let rgba = Rc::new(p.scale.bar(128));
+    html! {
+        <span class="colour-bar" data-testid="colour-scale">
+            <span class="tick">{ format!("{:.3}", p.scale.lo()) }</span>
+            <Raster rgba={rgba} width={128} height={1} class="bar" />
+            <span class="tick">{ format!("{:.3}", p.scale.hi) }</span>
+        </span>
+    }
+}

@@ -1,0 +1,74 @@
+//! Panel 1: top-5 classes with probability bars, and the inference time.
+
+use std::rc::Rc;
+
+use yew::prelude::*;
+
+use crate::protocol::RunResult;
+use crate::viz::top_k;
+
+#[derive(Properties, PartialEq)]
+pub struct Props {
+    pub result: Option<Rc<RunResult>>,
+    pub labels: Option<Vec<String>>,
+    pub trained: bool,
+    pub arch: &'static str,
+    pub has_image: bool,
+    pub running: bool,
+}
+
+#[function_component(Prediction)]
+pub fn prediction(p: &Props) -> Html {
+    let timing = |r: &RunResult| {
+        html! {
+            <p class="timing">
+                { "inference " }<strong data-testid="inference-ms">{ format!("{:.1}", r.inference_ms) }</strong>{ " ms" }
+                <span class="muted">{ format!(" · keeping every layer's output: {:.1} ms (WebAssembly, one thread)", r.taps_ms) }</span>
+            </p>
+        }
+    };
+    let body = match (&p.result, p.trained) {
+        (None, _) => html! {
+            <p class="muted">{ if p.has_image && p.running { "running…" } else { "Drop an image or click a sample to classify it." } }</p>
+        },
+        (Some(r), false) => html! {
+            <>
+                <p class="untrained-note" data-testid="untrained-note">
+                    <span class="badge untrained">{ "untrained" }</span>
+                    { format!(" {} has random weights: its outputs mean nothing, so no classes are shown. Its filters, activations and shapes below are real.", p.arch) }
+                </p>
+                { timing(r) }
+            </>
+        },
+        (Some(r), true) => {
+            let top = top_k(&r.probs, 5);
+            let name = |i: usize| {
+                p.labels.as_ref().and_then(|l| l.get(i).cloned()).unwrap_or_else(|| format!("class {i}"))
+            };
+            html! {
+                <>
+                    <p class="top-class">
+                        <span data-testid="top-class">{ name(top[0].0) }</span>
+                        <span class="muted">{ format!(" {:.1} %", top[0].1 * 100.0) }</span>
+                    </p>
+                    <ol class="topk">
+                        { for top.iter().map(|&(i, prob)| html! {
+                            <li data-testid="topk-row" data-class={name(i)}>
+                                <span class="label">{ name(i) }</span>
+                                <span class="bar"><span style={format!("width: {:.2}%", prob * 100.0)}></span></span>
+                                <span class="pct">{ format!("{:.1} %", prob * 100.0) }</span>
+                            </li>
+                        }) }
+                    </ol>
+                    { timing(r) }
+                </>
+            }
+        }
+    };
+    html! {
+        <section class="panel prediction" data-testid="prediction" aria-label="Prediction" data-busy={p.running.to_string()}>
+            <h2>{ "Prediction" }</h2>
+            { body }
+        </section>
+    }
+}

@@ -1,0 +1,102 @@
+//! The worker's side: one model, the last run's taps, and the answers the page asks for. Pure
+//! Rust on resnet-core, so the native tests run exactly what the browser runs.
+
+use candle_core::{Device, Tensor};
+use resnet_core::spec::Op;
+use resnet_core::{find_arch, model::softmax, Image, Model, Weights};
+
+use crate::protocol::{FeatureMap, FilterBank, RunResult};
+
+pub struct Engine {
+    model: Model,
+    /// Every layer's output of the last run (index = node id), kept for `maps`.
+    taps: Vec<Tensor>,
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl Engine {
+    /// `weights`: safetensors bytes, or `None` for deterministic random weights from `seed`.
+    pub fn load(arch: &str, weights: Option<&[u8]>, seed: u64) -> Result<Engine, String> {
+        let info = find_arch(arch).map_err(err)?;
+        let graph = info.graph();
+        let device = Device::Cpu;
+        let weights = match weights {
+            Some(bytes) => Weights::from_safetensors(bytes, &graph, arch, &device).map_err(err)?,
+            None => Weights::random(&graph, seed, &device).map_err(err)?,
+        };
+        let engine = Engine { model: Model::new(info, graph, weights), taps: vec![] };
+        engine.warm_up()?;
+        Ok(engine)
+    }
+
+    /// One pass on a blank input for nets that take well under a second: folds BatchNorm into
+    /// the convs and grows wasm memory now, so the first timed inference is a real one.
+    fn warm_up(&self) -> Result<(), String> {
+        let g = &self.model.graph;
+        if g.summary(None).map_err(err)?.total_macs > 1_000_000_000 {
+            return Ok(());
+        }
+        let x = Tensor::zeros((1, g.input.c, g.input.h, g.input.w), candle_core::DType::F32, &Device::Cpu)
+            .map_err(err)?;
+        self.model.forward(&x).map_err(err)?;
+        Ok(())
+    }
+
+    /// The first conv layer's filters.
+    pub fn filters(&self) -> Result<Option<FilterBank>, String> {
+        let graph = &self.model.graph;
+        let Some(node) = graph.nodes.iter().position(|n| matches!(n.op, Op::Conv2d(_))) else {
+            return Ok(None);
+        };
+        let w = self.model.weights.tensor(&format!("{}.weight", graph.nodes[node].name)).map_err(err)?;
+        let dims = w.dims();
+        let shape = [dims[0], dims[1], dims[2], dims[3]];
+        let data = w.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(err)?;
+        Ok(Some(FilterBank { node, shape, data }))
+    }
+
+    /// Classifies `img` and keeps every layer's output. `clock` gives milliseconds.
+    pub fn run(&mut self, img: &Image, job: u32, clock: &dyn Fn() -> f64) -> Result<RunResult, String> {
+        let pre = self.model.arch.preprocess();
+        let view = pre.view(img).map_err(err)?;
+        let x = pre.to_tensor(img, &Device::Cpu).map_err(err)?;
+        self.taps.clear(); // free the last run's outputs before computing new ones
+        let t0 = clock();
+        let logits = self.model.forward(&x).map_err(err)?;
+        let logits: Vec<f32> = logits.flatten_all().and_then(|t| t.to_vec1()).map_err(err)?;
+        let inference_ms = clock() - t0;
+        let probs = softmax(&Tensor::new(logits.as_slice(), &Device::Cpu).map_err(err)?)
+            .and_then(|t| t.to_vec1())
+            .map_err(err)?;
+        let t1 = clock();
+        let (_, taps) = self.model.forward_taps(&x).map_err(err)?;
+        let taps_ms = clock() - t1;
+        self.taps = taps;
+        Ok(RunResult { job, side: pre.crop as u32, view, logits, probs, inference_ms, taps_ms })
+    }
+
+    /// Outputs of `nodes` from the last run.
+    pub fn maps(&self, nodes: &[usize]) -> Result<Vec<FeatureMap>, String> {
+        nodes
+            .iter()
+            .map(|&node| {
+                let t = self.taps.get(node).ok_or("no image has been run yet")?;
+                let dims = t.dims();
+                let shape = match dims.len() {
+                    4 => [dims[1], dims[2], dims[3]],
+                    2 => [dims[1], 1, 1],
+                    _ => return Err(format!("layer {node}: unexpected output shape {dims:?}")),
+                };
+                let data = t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(err)?;
+                Ok(FeatureMap { node, shape, data })
+            })
+            .collect()
+    }
+
+    pub fn graph(&self) -> &resnet_core::Graph {
+        &self.model.graph
+    }
+}

@@ -1,0 +1,25 @@
+//! The explorer web app. What runs on both sides of the worker boundary and can be tested
+//! natively (the message protocol, the inference engine, the pixel maths of every picture) is
+//! compiled on every target; the Yew page and the gloo worker only for wasm32.
+
+pub mod engine;
+pub mod protocol;
+pub mod viz;
+
+#[cfg(target_arch = "wasm32")]
+mod app;
+#[cfg(target_arch = "wasm32")]
+mod components;
+#[cfg(target_arch = "wasm32")]
+mod decode;
+#[cfg(target_arch = "wasm32")]
+pub mod worker;
+
+/// Starts the page (called by the `app` binary).
+#[cfg(target_arch = "wasm32")]
+pub fn start_app() {
+    app::install_panic_hook();
+    if let Some(root) = gloo::utils::document().get_element_by_id("app") {
+        yew::Renderer::<app::App>::with_root(root).render();
+    }
+}

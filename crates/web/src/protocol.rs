@@ -1,0 +1,59 @@
+//! What crosses the worker boundary: plain data only (bytes, shapes, f32 buffers), never UI
+//! state. Every request carries a job number so the page can drop answers it no longer wants.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Build `arch`: with safetensors bytes (pretrained) or deterministic random weights.
+    Load { job: u32, arch: String, weights: Option<Vec<u8>>, seed: u64 },
+    /// Classify decoded pixels (RGBA, row-major) and keep every layer's output for `Maps`.
+    Run { job: u32, width: u32, height: u32, rgba: Vec<u8> },
+    /// Some layers' outputs of the last run: only what the page shows, never all taps.
+    Maps { job: u32, nodes: Vec<usize> },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Response {
+    Loaded { job: u32, filters: Option<FilterBank>, ms: f64 },
+    Ran(RunResult),
+    Maps { job: u32, maps: Vec<FeatureMap> },
+    Error { job: u32, message: String },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunResult {
+    pub job: u32,
+    /// The crop the network sees, RGB8, `side`×`side`.
+    pub view: Vec<u8>,
+    pub side: u32,
+    pub logits: Vec<f32>,
+    pub probs: Vec<f32>,
+    /// The inference itself (BatchNorm folded), in ms.
+    pub inference_ms: f64,
+    /// The second, unfolded pass that keeps every layer's output, in ms.
+    pub taps_ms: f64,
+}
+
+/// The first conv layer's weights, `out × in × k × k`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FilterBank {
+    pub node: usize,
+    pub shape: [usize; 4],
+    pub data: Vec<f32>,
+}
+
+/// One layer's output for one image, `C × H × W` (vectors are `C × 1 × 1`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FeatureMap {
+    pub node: usize,
+    pub shape: [usize; 3],
+    pub data: Vec<f32>,
+}
+
+impl FeatureMap {
+    pub fn channel(&self, c: usize) -> &[f32] {
+        let n = self.shape[1] * self.shape[2];
+        &self.data[c * n..(c + 1) * n]
+    }
+}

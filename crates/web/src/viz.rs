@@ -1,0 +1,241 @@
+//! The pixel maths behind every picture on the page, kept free of the DOM so it is tested
+//! natively: filter tiles, colour maps and their scales, top-k, and the layer table's formula.
+
+use resnet_core::spec::{Node, Op};
+use resnet_core::LayerRow;
+
+/// Viridis at 9 stops (matplotlib's), interpolated: perceptually uniform, readable for
+/// colour-blind users, for maps that are never negative (after a ReLU).
+const VIRIDIS: [[u8; 3]; 9] = [
+    [68, 1, 84],
+    [71, 44, 122],
+    [59, 81, 139],
+    [44, 113, 142],
+    [33, 144, 141],
+    [39, 173, 129],
+    [92, 200, 99],
+    [170, 220, 50],
+    [253, 231, 37],
+];
+
+/// Blue – white – red for signed maps (before a ReLU, residual branches): zero is white.
+const DIVERGING: [[u8; 3]; 5] =
+    [[33, 102, 172], [146, 197, 222], [247, 247, 247], [244, 165, 130], [178, 24, 43]];
+
+fn lerp_table(table: &[[u8; 3]], t: f32) -> [u8; 3] {
+    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    let x = t * (table.len() - 1) as f32;
+    let i = (x.floor() as usize).min(table.len() - 2);
+    let f = x - i as f32;
+    let (a, b) = (table[i], table[i + 1]);
+    [0, 1, 2].map(|c| (a[c] as f32 + (b[c] as f32 - a[c] as f32) * f).round() as u8)
+}
+
+/// How values map to colours: `[0, hi]` on viridis, or `[-hi, hi]` on the diverging map.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scale {
+    pub signed: bool,
+    pub hi: f32,
+}
+
+impl Scale {
+    /// Fits all of `values`: signed as soon as one is negative, symmetric around zero.
+    pub fn fit(values: &[f32]) -> Scale {
+        let (mut lo, mut hi) = (0f32, 0f32);
+        for &v in values.iter().filter(|v| v.is_finite()) {
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+        let signed = lo < 0.0;
+        let hi = if signed { hi.max(-lo) } else { hi };
+        Scale { signed, hi: if hi > 0.0 { hi } else { 1.0 } }
+    }
+
+    pub fn lo(&self) -> f32 {
+        if self.signed {
+            -self.hi
+        } else {
+            0.0
+        }
+    }
+
+    pub fn colour(&self, v: f32) -> [u8; 3] {
+        if self.signed {
+            lerp_table(&DIVERGING, 0.5 + v / (2.0 * self.hi))
+        } else {
+            lerp_table(&VIRIDIS, v / self.hi)
+        }
+    }
+
+    /// The colour bar: `n` RGBA pixels from `lo` to `hi`.
+    pub fn bar(&self, n: usize) -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| {
+                let v = self.lo() + (self.hi - self.lo()) * i as f32 / (n.max(2) - 1) as f32;
+                let [r, g, b] = self.colour(v);
+                [r, g, b, 255]
+            })
+            .collect()
+    }
+}
+
+/// One channel as RGBA pixels.
+pub fn map_rgba(values: &[f32], scale: Scale) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|&v| {
+            let [r, g, b] = scale.colour(v);
+            [r, g, b, 255]
+        })
+        .collect()
+}
+
+/// One filter (`in_ch × k × k`) as a `k × k` RGBA tile, min–max normalised over the filter:
+/// RGB when it reads three channels, grey otherwise (the channel mean). Returns the tile and the
+/// weights' range.
+pub fn filter_tile(weights: &[f32], in_ch: usize, k: usize) -> (Vec<u8>, f32, f32) {
+    let lo = weights.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = weights.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let norm = |v: f32| ((v - lo) / span * 255.0).round().clamp(0.0, 255.0) as u8;
+    let plane = k * k;
+    let mut out = Vec::with_capacity(plane * 4);
+    for p in 0..plane {
+        let [r, g, b] = if in_ch == 3 {
+            [0, 1, 2].map(|c| norm(weights[c * plane + p]))
+        } else {
+            let mean = (0..in_ch).map(|c| weights[c * plane + p]).sum::<f32>() / in_ch as f32;
+            [norm(mean); 3]
+        };
+        out.extend_from_slice(&[r, g, b, 255]);
+    }
+    (out, lo, hi)
+}
+
+/// RGB8 → RGBA8.
+pub fn rgb_to_rgba(rgb: &[u8]) -> Vec<u8> {
+    rgb.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect()
+}
+
+/// The `k` largest probabilities, best first.
+pub fn top_k(probs: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut idx: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
+    idx.sort_by(|a, b| b.1.total_cmp(&a.1));
+    idx.truncate(k);
+    idx
+}
+
+/// The output-size formula with the layer's numbers filled in, e.g.
+/// `(32 − 3 + 2·1)/1 + 1 = 32`. Height only when the map is square.
+pub fn formula(node: &Node, row: &LayerRow) -> Option<String> {
+    let ceil = matches!(&node.op, Op::MaxPool2d(p) | Op::AvgPool2d(p) if p.ceil_mode);
+    let one = |n: usize, out: usize| {
+        let (k, s, p) = (row.kernel?, row.stride?, row.padding?);
+        let (open, close) = if ceil { ("⌈", "⌉") } else { ("⌊", "⌋") };
+        // With stride 1 the division is exact: no floor to show.
+        let div = if s == 1 {
+            format!("({n} − {k} + 2·{p})/1")
+        } else {
+            format!("{open}({n} − {k} + 2·{p})/{s}{close}")
+        };
+        Some(format!("{div} + 1 = {out}"))
+    };
+    let (h, w) = (row.in_shape[1], row.in_shape[2]);
+    let (oh, ow) = (row.out_shape[1], row.out_shape[2]);
+    match &node.op {
+        Op::ShortcutA { stride, out_ch } => Some(format!(
+            "x[:, :, ::{stride}, ::{stride}] + {} zero channels → {oh}×{ow}",
+            out_ch - row.in_shape[0]
+        )),
+        Op::AdaptiveAvgPool2d { .. } => Some(format!("adaptive: {h}×{w} → {oh}×{ow}")),
+        _ if h == w => one(h, oh),
+        _ => Some(format!("H: {}; W: {}", one(h, oh)?, one(w, ow)?)),
+    }
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Compact count: `40.55 M`, `4.09 G`.
+pub fn si(n: u64) -> String {
+    let n = n as f64;
+    match n {
+        n if n >= 1e9 => format!("{:.2} G", n / 1e9),
+        n if n >= 1e6 => format!("{:.2} M", n / 1e6),
+        n if n >= 1e3 => format!("{:.1} k", n / 1e3),
+        n => format!("{n}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use resnet_core::find_arch;
+
+    #[test]
+    fn scales_fit_the_data() {
+        let s = Scale::fit(&[0.0, 2.0, 1.0]);
+        assert_eq!(s, Scale { signed: false, hi: 2.0 });
+        assert_eq!(s.colour(0.0), VIRIDIS[0]);
+        assert_eq!(s.colour(2.0), VIRIDIS[8]);
+        let s = Scale::fit(&[-3.0, 1.0]);
+        assert_eq!(s, Scale { signed: true, hi: 3.0 });
+        assert_eq!(s.colour(0.0), DIVERGING[2]);
+        assert_eq!(s.colour(-3.0), DIVERGING[0]);
+        // An all-zero map (a dead channel) still gets a usable scale.
+        assert_eq!(Scale::fit(&[0.0; 4]).hi, 1.0);
+        assert_eq!(map_rgba(&[0.0, f32::NAN], Scale::fit(&[1.0])).len(), 8);
+        assert_eq!(Scale::fit(&[1.0]).bar(10).len(), 40);
+    }
+
+    #[test]
+    fn filter_tiles_are_min_max_normalised_per_filter() {
+        // 3 channels × 1×2: channel 0 holds the min, channel 2 the max.
+        let w = [-1.0, 0.0, 0.5, 0.5, 1.0, 1.0];
+        let (tile, lo, hi) = filter_tile(&w, 3, 1);
+        assert_eq!((lo, hi), (-1.0, 1.0));
+        assert_eq!(tile.len(), 4);
+        assert_eq!(&tile[..3], &[0, 191, 255]);
+        let (tile, ..) = filter_tile(&[2.0, 4.0, 4.0, 2.0], 1, 2);
+        assert_eq!(tile, vec![0, 0, 0, 255, 255, 255, 255, 255, 255, 255, 255, 255, 0, 0, 0, 255]);
+    }
+
+    #[test]
+    fn top_k_is_sorted() {
+        assert_eq!(top_k(&[0.1, 0.5, 0.2, 0.2], 2), vec![(1, 0.5), (2, 0.2)]);
+    }
+
+    #[test]
+    fn formulas_fill_in_the_numbers() {
+        let check = |arch: &str, layer: &str, expected: &str| {
+            let g = find_arch(arch).unwrap().graph();
+            let s = g.summary(None).unwrap();
+            let row = s.layers.iter().find(|r| r.name == layer).unwrap();
+            let node = &g.nodes[g.node(layer).unwrap()];
+            assert_eq!(formula(node, row).as_deref(), Some(expected), "{arch} {layer}");
+        };
+        check("cifar-resnet20", "conv1", "(32 − 3 + 2·1)/1 + 1 = 32");
+        check("cifar-resnet20", "layer2.0.conv1", "⌊(32 − 3 + 2·1)/2⌋ + 1 = 16");
+        check("cifar-resnet20", "layer2.0.shortcut", "x[:, :, ::2, ::2] + 16 zero channels → 16×16");
+        check("alexnet", "conv1", "⌊(227 − 11 + 2·0)/4⌋ + 1 = 55");
+        check("resnet50", "maxpool", "⌊(112 − 3 + 2·1)/2⌋ + 1 = 56");
+        check("resnet50", "avgpool", "adaptive: 7×7 → 1×1");
+    }
+
+    #[test]
+    fn number_formats() {
+        assert_eq!(thousands(25_557_032), "25,557,032");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(si(40_551_040), "40.55 M");
+    }
+}

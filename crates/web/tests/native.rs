@@ -1,0 +1,86 @@
+//! The engine the worker runs, natively: the wasm test's fixture is the native answer, every
+//! shipped sample is classified as its class (the e2e test relies on it), and the maps the page
+//! asks for have the stage's shape.
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::path::{Path, PathBuf};
+
+use resnet_core::arch::CIFAR10_CLASSES;
+use resnet_core::Image;
+use resnet_web::engine::Engine;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn engine(arch: &str, file: &str) -> Engine {
+    let bytes = std::fs::read(repo().join("www/weights").join(file)).unwrap();
+    Engine::load(arch, Some(&bytes), 0).unwrap()
+}
+
+#[test]
+fn fixture_logits_are_the_native_ones() {
+    let mut e = engine("cifar-resnet20", "cifar10-resnet20.safetensors");
+    let pixels = std::fs::read(repo().join("crates/web/tests/fixtures/cat-0.rgb")).unwrap();
+    let img = Image { width: 32, height: 32, channels: 3, data: &pixels };
+    let r = e.run(&img, 1, &|| 0.0).unwrap();
+    let text =
+        std::fs::read_to_string(repo().join("crates/web/tests/fixtures/cat-0.resnet20-logits.txt")).unwrap();
+    let expected: Vec<f32> = text.lines().map(|l| l.parse().unwrap()).collect();
+    for (a, b) in r.logits.iter().zip(&expected) {
+        assert!((a - b).abs() < 1e-5, "{:?} vs {expected:?}", r.logits);
+    }
+    // The fixture is the first cat sample, decoded.
+    let jpeg = image::open(repo().join("www/samples/cat-0.jpg")).unwrap().to_rgb8();
+    assert_eq!(jpeg.as_raw(), &pixels);
+}
+
+#[test]
+fn every_sample_is_classified_as_its_class() {
+    for (arch, file) in [
+        ("cifar-resnet20", "cifar10-resnet20.safetensors"),
+        ("cifar-resnet56", "cifar10-resnet56.safetensors"),
+    ] {
+        let mut e = engine(arch, file);
+        for (class, name) in CIFAR10_CLASSES.iter().enumerate() {
+            for i in 0..3 {
+                let path = repo().join(format!("www/samples/{name}-{i}.jpg"));
+                let rgb = image::open(&path).unwrap().to_rgb8();
+                let img = Image { width: 32, height: 32, channels: 3, data: rgb.as_raw() };
+                let r = e.run(&img, 0, &|| 0.0).unwrap();
+                assert_eq!(resnet_web::viz::top_k(&r.probs, 1)[0].0, class, "{arch} {}", path.display());
+            }
+        }
+    }
+}
+
+#[test]
+fn maps_have_the_stage_shapes_and_filters_the_conv1_shape() {
+    let mut e = engine("cifar-resnet20", "cifar10-resnet20.safetensors");
+    assert!(e.maps(&[1]).is_err(), "no maps before a run");
+    let img = Image { width: 40, height: 30, channels: 4, data: &[128; 40 * 30 * 4] };
+    let r = e.run(&img, 7, &|| 0.0).unwrap();
+    assert_eq!((r.job, r.side, r.view.len()), (7, 32, 32 * 32 * 3));
+    assert!((r.probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    let g = e.graph();
+    let nodes: Vec<usize> = ["layer1.2.relu", "layer2.2.relu", "layer3.2.relu", "fc"]
+        .iter()
+        .map(|n| g.node(n).unwrap())
+        .collect();
+    let shapes: Vec<[usize; 3]> = e.maps(&nodes).unwrap().iter().map(|m| m.shape).collect();
+    assert_eq!(shapes, vec![[16, 32, 32], [32, 16, 16], [64, 8, 8], [10, 1, 1]]);
+    let f = e.filters().unwrap().unwrap();
+    assert_eq!(f.shape, [16, 3, 3, 3]);
+    assert_eq!(f.data.len(), 16 * 27);
+}
+
+#[test]
+fn untrained_nets_are_deterministic_and_bad_weights_are_errors() {
+    let a = Engine::load("lenet5", None, 0).unwrap().filters().unwrap().unwrap();
+    let b = Engine::load("lenet5", None, 0).unwrap().filters().unwrap().unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.shape, [6, 1, 5, 5]);
+    let err = Engine::load("cifar-resnet20", Some(b"not safetensors"), 0).err().unwrap();
+    assert!(err.contains("safetensors"), "{err}");
+    assert!(Engine::load("no-such-net", None, 0).is_err());
+}
