@@ -55,6 +55,7 @@ pub struct LabeledImages {
     pub pixels: Vec<u8>,
     pub labels: Vec<u32>,
     /// Where each image came from (`file.bin#record` for CIFAR-10 binary).
+    #[allow(dead_code)] // for callers that report single images
     pub paths: Vec<PathBuf>,
     pub format: Format,
 }
@@ -95,11 +96,13 @@ impl LabeledImages {
     }
 
     /// Labels `range` as a u32 tensor of N.
+    #[allow(dead_code)] // API for `train`
     pub fn labels_tensor(&self, range: Range<usize>, device: &Device) -> Result<Tensor> {
         Ok(Tensor::new(&self.labels[range], device)?)
     }
 
     /// The images at `indices` (e.g. a shuffled mini-batch): normalised N×C×H×W and u32 labels.
+    #[allow(dead_code)] // API for `train`
     pub fn batch(&self, indices: &[usize], prep: &Preprocess, device: &Device) -> Result<(Tensor, Tensor)> {
         let mut pixels = Vec::with_capacity(indices.len() * self.image_bytes());
         let mut labels = Vec::with_capacity(indices.len());
@@ -207,6 +210,7 @@ pub struct LoadOptions<'a> {
 }
 
 /// Loads the test split of `dir` (see [`load_with`]).
+#[allow(dead_code)] // the short form, for tests and callers without options
 pub fn load(dir: &Path, prep: &Preprocess, limit: Option<usize>) -> Result<LabeledImages> {
     load_with(dir, prep, &LoadOptions { limit, ..Default::default() })
 }

@@ -1,7 +1,189 @@
 //! `resnet`: layer tables, predictions and accuracy for the resnet-core model zoo.
+//!
+//! Every command prints a table for people and, with `--json`, one JSON document for machines.
+//! Errors are one `error: …` line on stderr and a non-zero exit status, never a panic trace.
 
 mod data;
+mod eval;
+mod fmt;
+mod predict;
+mod summary;
 
-fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Result};
+use candle_core::Device;
+use clap::{Args, Parser, Subcommand};
+use resnet_core::{ArchInfo, Graph, Model, ShortcutOption, Weights, WeightsError};
+
+#[derive(Parser)]
+#[command(
+    name = "resnet",
+    version,
+    about = "Look inside ResNet and the CNNs before it: layer tables, predictions, accuracy."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The layer table: every layer's kernel/stride/padding, output shape, parameters, MACs and
+    /// activations, computed from the architecture without running it.
+    Summary(summary::SummaryArgs),
+    /// Top-5 classes of one or more images.
+    Predict(predict::PredictArgs),
+    /// Accuracy (overall and per class) over a labelled dataset.
+    Eval(eval::EvalArgs),
+    /// The architectures, with their parameters and MACs.
+    List(summary::ListArgs),
+}
+
+/// The architecture and how to build it; shared by the commands.
+#[derive(Args, Clone, Debug)]
+pub struct ArchArgs {
+    /// Architecture (see `resnet list`), e.g. cifar-resnet20, resnet50, vgg16.
+    #[arg(long, value_name = "NAME")]
+    pub arch: String,
+    /// Shortcut option of the CIFAR ResNets: A (zero-padding identity, the default) or B
+    /// (1×1 projection where the shape changes).
+    #[arg(long, value_name = "A|B", value_parser = parse_shortcut)]
+    pub shortcut: Option<ShortcutOption>,
+}
+
+impl ArchArgs {
+    pub fn resolve(&self) -> Result<(&'static ArchInfo, Graph)> {
+        let arch = resnet_core::find_arch(&self.arch).map_err(|e| anyhow!(e))?;
+        let graph = match self.shortcut {
+            None => arch.graph(),
+            Some(s) if arch.has_shortcut_option() => arch.graph_with(s),
+            Some(_) => bail!("--shortcut applies to the CIFAR ResNets (cifar-resnet*), not {}", arch.name),
+        };
+        Ok((arch, graph))
+    }
+
+    /// The architecture with weights from `path`, strictly matched by name and shape.
+    pub fn load_model(&self, path: &Path, device: &Device) -> Result<Model> {
+        let (arch, graph) = self.resolve()?;
+        let weights = Weights::load(path, &graph, arch.name, device).map_err(|e| weights_error(path, e))?;
+        Ok(Model::new(arch, graph, weights))
+    }
+}
+
+fn parse_shortcut(s: &str) -> Result<ShortcutOption, String> {
+    match s {
+        "A" | "a" => Ok(ShortcutOption::A),
+        "B" | "b" => Ok(ShortcutOption::B),
+        _ => Err("expected A or B".into()),
+    }
+}
+
+/// At most this many names per kind of mismatch; the count says how many there are.
+const MAX_LISTED: usize = 12;
+
+fn weights_error(path: &Path, e: WeightsError) -> anyhow::Error {
+    let file = path.display();
+    match e {
+        WeightsError::Io { msg, .. } if msg.contains("No such file") => {
+            anyhow!("weights {file}: no such file")
+        }
+        WeightsError::Io { msg, .. } => anyhow!("weights {file}: {msg}"),
+        WeightsError::Format(msg) => anyhow!("weights {file}: not a safetensors file ({msg})"),
+        WeightsError::Mismatch(m) => {
+            let mut s = format!(
+                "weights {file} do not fit {}: {} missing, {} unexpected, {} with the wrong shape \
+                 (wrong --arch or --shortcut?)",
+                m.arch,
+                m.missing.len(),
+                m.unexpected.len(),
+                m.wrong_shape.len()
+            );
+            let mut list = |lines: Vec<String>| {
+                let n = lines.len();
+                for l in lines.into_iter().take(MAX_LISTED) {
+                    s.push_str("\n  ");
+                    s.push_str(&l);
+                }
+                if n > MAX_LISTED {
+                    s.push_str(&format!("\n  … and {} more", n - MAX_LISTED));
+                }
+            };
+            list(m.missing.iter().map(|(n, sh)| format!("missing     {n} {sh:?}")).collect());
+            list(m.unexpected.iter().map(|(n, sh)| format!("unexpected  {n} {sh:?}")).collect());
+            list(
+                m.wrong_shape
+                    .iter()
+                    .map(|(n, want, got)| format!("wrong shape {n}: expected {want:?}, found {got:?}"))
+                    .collect(),
+            );
+            anyhow!(s)
+        }
+        e => anyhow!("weights {file}: {e}"),
+    }
+}
+
+/// Writes a command's output to stdout; a closed pipe (`resnet list | head`) is not an error.
+pub fn emit(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(anyhow!("cannot write output: {e}")),
+        _ => Ok(()),
+    }
+}
+
+pub fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+    Ok(serde_json::to_string_pretty(value)? + "\n")
+}
+
+/// A path as given on the command line, for messages and JSON.
+pub fn shown(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// The labels file, one class name a line.
+pub fn read_labels(path: &PathBuf) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow!("labels {}: {}", path.display(), data::io_message(&e)))?;
+    let labels: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+    let labels = match labels.last().is_some_and(|l| l.is_empty()) {
+        true => labels[..labels.len() - 1].to_vec(),
+        false => labels,
+    };
+    if labels.is_empty() {
+        bail!("labels {}: the file is empty", path.display());
+    }
+    Ok(labels)
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Summary(a) => summary::summary(&a),
+        Command::List(a) => summary::list(&a),
+        Command::Predict(a) => predict::predict(&a),
+        Command::Eval(a) => eval::eval(&a),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with status 0; usage errors keep clap's message.
+            let _ = e.print();
+            return match e.use_stderr() {
+                true => ExitCode::from(2),
+                false => ExitCode::SUCCESS,
+            };
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
