@@ -189,12 +189,31 @@ def native(models, threads_list, batches, it):
     return out, notes
 
 
+def summarize_profile(p):
+    """Conv-by-conv profile (crates/bench-wasm profile_convs): shares of the forward pass."""
+    p["conv_share_of_forward"] = p["conv_ms"] / p["forward_ms"]
+    p["gemm_share_of_conv"] = p["gemm_ms"] / p["conv_ms"]
+    return p
+
+
+def native_profile(models, quick):
+    out = {}
+    for m in models:
+        cmd = [str(OURS), "--model", m, "--mode", "profile", "--min-iters", "1" if quick else "5"]
+        if MODELS[m][2]:
+            cmd += ["--weights", str(MODELS[m][2])]
+        env = dict(os.environ, RAYON_NUM_THREADS="1")
+        out[m] = summarize_profile(json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout))
+    return out
+
+
 def browser(models, quick):
     cfg = {
         "common": {
             "warmup": 1 if quick else 3,
             "samples": 3 if quick else 30,
             "minSampleMs": 5 if quick else 30,
+            "profileReps": 1 if quick else 5,
             "models": [
                 {
                     "name": m,
@@ -207,8 +226,8 @@ def browser(models, quick):
             ],
         },
         "variants": [
-            {"name": "gemm-simd128", "gemmSimd128": True, "ort": True, "taps": True},
-            {"name": "gemm-scalar", "gemmSimd128": False, "ort": False, "taps": False},
+            {"name": "gemm-simd128", "gemmSimd128": True, "ort": True, "taps": True, "profile": True},
+            {"name": "gemm-scalar", "gemmSimd128": False, "ort": False, "taps": False, "profile": False},
         ],
     }
     path = WORK / "browser.json"
@@ -237,6 +256,7 @@ def browser(models, quick):
             "ort_gflops": 2 * r["macs"] / (r["ort"]["median_ms"] * 1e6),
             "logits_max_abs_diff": diff if MODELS[m][2] else None,
             "stats": {"ours": r["ours"], "ours_taps": r["ours_taps"], "ort": r["ort"], "ours_gemm_scalar": s["ours"]},
+            "profile": summarize_profile(r["profile"]),
         }
     return out, raw["browser"], simd.get("ort_version")
 
@@ -295,6 +315,14 @@ def markdown(res):
             f"| {m} | {fmt(r['ours_ms'])} | {fmt(r['ours_taps_ms'])} | {fmt(r['ort_ms'])} | **{fmt(r['ratio'])}×** | "
             f"{fmt(r['taps_ratio'])}× | {fmt(r['ours_gemm_scalar_ms'])} | {fmt(r['ours_gflops'], 1)} / {fmt(r['ort_gflops'], 1)} |"
         )
+    lines += ["", "**Where the time goes** (ours, batch 1, 1 thread; conv-by-conv profile in results.json)", ""]
+    lines += ["| model | where | forward | convs | bare gemm of the same shapes | convs / forward | gemm / convs |", "|---|---|---|---|---|---|---|"]
+    for where, profs in (("wasm", {m: r["profile"] for m, r in res["wasm"].items()}), ("native", res.get("native_profile", {}))):
+        for m, p in profs.items():
+            lines.append(
+                f"| {m} | {where} | {fmt(p['forward_ms'])} | {fmt(p['conv_ms'])} | {fmt(p['gemm_ms'])} | "
+                f"{p['conv_share_of_forward'] * 100:.0f} % | {p['gemm_share_of_conv'] * 100:.0f} % |"
+            )
     lines += [
         "",
         f"simd128 peak ≈ 8 flop/cycle/core (4-wide f32 mul + add); see `peak_note` in results.json.",
@@ -376,6 +404,8 @@ def main():
         "versions": {"onnxruntime": ort.__version__},
     }
     res["native"], notes = native(models, threads, batches, it)
+    log("native profile")
+    res["native_profile"] = native_profile(models, a.quick)
     res["versions"]["torch"] = notes.get("torch_version")
     log("browser")
     res["wasm"], res["browser"], res["versions"]["onnxruntime_web"] = browser(models, a.quick)

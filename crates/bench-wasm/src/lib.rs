@@ -102,7 +102,7 @@ pub fn profile_convs(model: &Model, reps: usize, now: &dyn Fn() -> f64) -> candl
         Ok((now() - t0) / reps as f64)
     };
     let mut rows = vec![];
-    let (mut conv_total, mut gemm_total) = (0.0, 0.0);
+    let (mut conv_total, mut gemm_total, mut rowcopy_total) = (0.0, 0.0, 0.0);
     for node in &model.graph.nodes {
         let Op::Conv2d(c) = &node.op else { continue };
         let s = shapes[node.inputs[0]];
@@ -113,11 +113,13 @@ pub fn profile_convs(model: &Model, reps: usize, now: &dyn Fn() -> f64) -> candl
         let b = Tensor::randn(0f32, 1f32, (c.in_ch * c.kernel * c.kernel, o.h * o.w), &dev)?;
         let conv_ms = time(&|| x.conv2d(&w, c.padding, c.stride, 1, 1))?;
         let gemm_ms = time(&|| a.matmul(&b))?;
+        let rowcopy_ms = time(&|| resnet_core::kernels::conv::conv2d(&x, &w, c.padding, c.stride))?;
         let macs = (c.out_ch * c.in_ch * c.kernel * c.kernel * o.h * o.w) as f64;
         conv_total += conv_ms;
         gemm_total += gemm_ms;
+        rowcopy_total += rowcopy_ms;
         rows.push(format!(
-            "{{\"layer\":\"{}\",\"k\":{},\"stride\":{},\"in\":[{},{},{}],\"out\":[{},{},{}],\"conv_ms\":{conv_ms:.4},\"gemm_ms\":{gemm_ms:.4},\"gemm_gflops\":{:.2}}}",
+            "{{\"layer\":\"{}\",\"k\":{},\"stride\":{},\"in\":[{},{},{}],\"out\":[{},{},{}],\"conv_ms\":{conv_ms:.4},\"gemm_ms\":{gemm_ms:.4},\"rowcopy_conv_ms\":{rowcopy_ms:.4},\"gemm_gflops\":{:.2}}}",
             node.name, c.kernel, c.stride, s.c, s.h, s.w, o.c, o.h, o.w, 2.0 * macs / (gemm_ms * 1e6)
         ));
     }
@@ -125,7 +127,7 @@ pub fn profile_convs(model: &Model, reps: usize, now: &dyn Fn() -> f64) -> candl
         Tensor::randn(0f32, 1f32, (1, model.graph.input.c, model.graph.input.h, model.graph.input.w), &dev)?;
     let forward_ms = time(&|| model.forward(&x))?;
     Ok(format!(
-        "{{\"forward_ms\":{forward_ms:.4},\"conv_ms\":{conv_total:.4},\"gemm_ms\":{gemm_total:.4},\"layers\":[{}]}}",
+        "{{\"forward_ms\":{forward_ms:.4},\"conv_ms\":{conv_total:.4},\"gemm_ms\":{gemm_total:.4},\"rowcopy_conv_ms\":{rowcopy_total:.4},\"layers\":[{}]}}",
         rows.join(",")
     ))
 }

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use candle_core::{DType, Device, Module, Tensor, D};
 
 use crate::arch::ArchInfo;
+use crate::kernels;
 use crate::ops;
 use crate::spec::{Graph, NodeId, Op, Shape};
 use crate::weights::Weights;
@@ -98,6 +99,22 @@ pub fn run(
     x: &Tensor,
     opts: RunOptions,
 ) -> candle_core::Result<Output> {
+    run_impl(graph, weights, folded, x, opts, true)
+}
+
+/// `fast_conv`: convs through [`kernels::conv`] (inference fast path) rather than Candle's own.
+fn run_impl(
+    graph: &Graph,
+    weights: &Weights,
+    folded: Option<&[Option<FoldedConv>]>,
+    x: &Tensor,
+    opts: RunOptions,
+    fast_conv: bool,
+) -> candle_core::Result<Output> {
+    let conv = |x: &Tensor, w: &Tensor, padding: usize, stride: usize| match fast_conv {
+        true => kernels::conv::conv2d(x, w, padding, stride),
+        false => x.conv2d(w, padding, stride, 1, 1),
+    };
     let (_, c, h, w) = x.dims4()?;
     graph.shapes(Some(Shape::new(c, h, w))).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let folded = if opts.taps || opts.mode == Mode::Train { None } else { folded };
@@ -116,11 +133,11 @@ pub fn run(
             Op::Input => unreachable!("only node 0 is the input"),
             Op::Conv2d(cfg) => match folded.and_then(|f| f[i].as_ref()) {
                 Some(f) => {
-                    let y = input(0)?.conv2d(&f.weight, cfg.padding, cfg.stride, 1, 1)?;
+                    let y = conv(input(0)?, &f.weight, cfg.padding, cfg.stride)?;
                     y.broadcast_add(&per_channel(&f.bias)?)?
                 }
                 None => {
-                    let y = input(0)?.conv2d(param(&node.name, "weight")?, cfg.padding, cfg.stride, 1, 1)?;
+                    let y = conv(input(0)?, param(&node.name, "weight")?, cfg.padding, cfg.stride)?;
                     match cfg.bias {
                         true => y.broadcast_add(&per_channel(param(&node.name, "bias")?)?)?,
                         false => y,
@@ -228,10 +245,10 @@ impl Model {
         Ok(run(&self.graph, &self.weights, Some(folded), x, RunOptions::default())?.logits)
     }
 
-    /// Logits layer by layer as described (no folding): the reference the fast path is tested
-    /// against.
+    /// Logits layer by layer as described, with Candle's own ops (no folding, no fast kernels):
+    /// the reference the fast paths are tested against.
     pub fn forward_reference(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        Ok(run(&self.graph, &self.weights, None, x, RunOptions::default())?.logits)
+        Ok(run_impl(&self.graph, &self.weights, None, x, RunOptions::default(), false)?.logits)
     }
 
     /// Logits and every layer's output (index = node id).

@@ -1,0 +1,36 @@
+//! The inference fast paths (folded BatchNorm, `kernels::conv`) against the plain Candle forward
+//! on every network of the zoo: logits of `forward` and of `forward_taps` within 1e-4.
+
+use candle_core::{Device, Tensor};
+use resnet_core::{Model, ZOO};
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+#[test]
+fn fast_paths_equal_reference_on_the_zoo() {
+    let dev = Device::Cpu;
+    for arch in ZOO {
+        let mut model = Model::random(arch, 3, &dev).unwrap();
+        // Non-trivial BatchNorm statistics, so folding has something to fold.
+        for (i, p) in model.graph.param_specs().iter().enumerate() {
+            if p.name.ends_with("running_mean") || p.name.ends_with("running_var") {
+                let n = p.shape[0];
+                let v: Vec<f32> = (0..n).map(|j| 0.5 + ((i * 31 + j * 17) % 13) as f32 / 13.0).collect();
+                model.weights.insert(p.name.clone(), Tensor::from_vec(v, n, &dev).unwrap());
+            }
+        }
+        let s = model.graph.input;
+        let x = Tensor::randn(0f32, 1.0, (1, s.c, s.h, s.w), &dev).unwrap();
+        let reference = model.forward_reference(&x).unwrap();
+        let scale =
+            reference.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        // Absolute 1e-4 on logits of order 1; relative for random nets whose logits are larger.
+        let tol = 1e-4 * scale.max(1.0);
+        let fast = max_diff(&model.forward(&x).unwrap(), &reference);
+        assert!(fast <= tol, "{}: forward differs by {fast} (tolerance {tol})", arch.name);
+        let taps = max_diff(&model.forward_taps(&x).unwrap().0, &reference);
+        assert!(taps <= tol, "{}: forward_taps differs by {taps} (tolerance {tol})", arch.name);
+    }
+}
