@@ -116,6 +116,15 @@ impl Trainer {
         Weights::from_map(map)
     }
 
+    /// The state dict detached from the autograd graph: for evaluation and saving.
+    pub fn state_dict(&self) -> Weights {
+        let mut map = self.buffers.clone();
+        for (name, v) in &self.params {
+            map.insert(name.clone(), v.as_tensor().detach());
+        }
+        Weights::from_map(map)
+    }
+
     /// One SGD step on a normalised batch `x` with labels (u32): forward with batch
     /// statistics, backward, update, then the running statistics. A non-finite loss leaves
     /// every tensor as it was.

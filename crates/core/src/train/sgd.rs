@@ -35,8 +35,11 @@ impl Sgd {
     /// One update of parameter `name` with gradient `grad`.
     pub fn update(&mut self, name: &str, param: &Var, grad: &Tensor, lr: f64) -> Result<()> {
         let SgdConfig { momentum, weight_decay } = self.config;
-        let w = param.as_tensor();
-        let d = if weight_decay != 0.0 { (grad + (w * weight_decay)?)? } else { grad.clone() };
+        // Detached: the update is not part of any autograd graph, and a buffer that kept its
+        // history would hold every earlier step's tensors alive.
+        let w = param.as_tensor().detach();
+        let grad = grad.detach();
+        let d = if weight_decay != 0.0 { (&grad + (&w * weight_decay)?)? } else { grad };
         let step = if momentum != 0.0 {
             let v = match self.momentum.get(name) {
                 Some(v) => ((v * momentum)? + d)?,
@@ -47,7 +50,7 @@ impl Sgd {
         } else {
             d
         };
-        param.set(&(w - (step * lr)?)?)
+        param.set(&(&w - (step * lr)?)?)
     }
 
     /// The momentum buffers (empty before the first step).
