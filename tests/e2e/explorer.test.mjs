@@ -194,7 +194,7 @@ test('the table and the diagram select layers', async () => {
   await page.click(`${$('layer-row')}[data-name="layer2.1.conv1"]`);
   assert.match(await page.$eval($('layer-select'), (s) => s.selectedOptions[0].textContent), /^layer2\.1\.conv1 — Conv2d/);
   await page.waitForFunction((sel) => document.querySelectorAll(sel).length === 32, $('activation-map'));
-  await page.click(`${$('diagram-item')} >> text=layer3.1`);
+  await page.click(`${$('diagram-item')}[data-name="layer3.1"] rect`);
   assert.match(await page.$eval($('layer-select'), (s) => s.selectedOptions[0].textContent), /^layer3\.1\.relu — ReLU — 64×8×8/);
   assert.equal(await page.locator(`${$('layer-row')}.selected`).getAttribute('data-name'), 'layer3.1.relu');
   await shot('.split', 'table-and-diagram');

@@ -99,15 +99,18 @@ pub fn diagram(p: &Props) -> Html {
             </g>
         });
         y += GAP;
+        let name = match &item {
+            Item::Layers(nodes) => g.nodes[nodes[0]].name.clone(),
+            Item::Block(b) => g.blocks[*b].name.clone(),
+        };
         let (nodes, target, h, body): (Vec<NodeId>, NodeId, f64, Html) = match item {
             Item::Layers(nodes) => {
                 let label = nodes.iter().map(|&n| short(g, n)).collect::<Vec<_>>().join(" → ");
-                let name = g.nodes[nodes[0]].name.clone();
                 let last = *nodes.last().unwrap();
                 let body = html! {
                     <>
                         <rect x={BOX_X.to_string()} y={y.to_string()} width={BOX_W.to_string()} height="32" rx="4" />
-                        <text x={(BOX_X - 8.0).to_string()} y={(y + 20.0).to_string()} text-anchor="end" class="name">{ name }</text>
+                        <text x={(BOX_X - 8.0).to_string()} y={(y + 20.0).to_string()} text-anchor="end" class="name">{ name.clone() }</text>
                         <text x={cx.to_string()} y={(y + 20.0).to_string()} text-anchor="middle">{ label }</text>
                     </>
                 };
@@ -204,7 +207,7 @@ pub fn diagram(p: &Props) -> Html {
         let selected = nodes.contains(&p.selected);
         let cb = p.on_select.clone();
         out.push(html! {
-            <g class={classes!("item", selected.then_some("selected"))} data-testid="diagram-item" data-node={target.to_string()}
+            <g class={classes!("item", selected.then_some("selected"))} data-testid="diagram-item" data-node={target.to_string()} data-name={name}
                 onclick={Callback::from(move |_| cb.emit(target))}>
                 <title>{ format!("{} — click to inspect", g.nodes[target].name) }</title>
                 { body }
