@@ -24,7 +24,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 SHARED = (REPO / ".." / "shared").resolve()
 WORK = BENCH / ".work"
-OURS = REPO / "target" / "release" / "resnet-bench"
+OURS = REPO / os.environ.get("BENCH_OURS", "target/release/resnet-bench")
 MAX_LOGIT_DIFF = 1e-3
 
 # model -> ONNX file, input side, our weights (None: random weights, timing only)
@@ -275,9 +275,8 @@ def page(quick):
     raw = sum(p.stat().st_size for p in wasm)
     gz = sum(len(gzip.compress(p.read_bytes(), 9)) for p in wasm)
     out = {"wasm_bytes": raw, "wasm_gzip_bytes": gz, "wasm_files": [p.name for p in wasm]}
-    selector = os.environ.get("BENCH_PREDICTION_SELECTOR", "[data-testid=prediction]")
     p = subprocess.run(
-        ["node", str(BENCH / "web" / "drive.mjs"), "page", str(dist), "2" if quick else "5", selector],
+        ["node", str(BENCH / "web" / "drive.mjs"), "page", str(dist), "2" if quick else "5"],
         capture_output=True,
         text=True,
     )
@@ -286,6 +285,7 @@ def page(quick):
         return out
     loads = json.loads(p.stdout)["loads"]
     out["total_bytes"] = int(statistics.median(x["total_bytes"] for x in loads))
+    out["total_gzip_bytes"] = int(statistics.median(x["total_gzip_bytes"] for x in loads))
     out["first_prediction_ms"] = statistics.median(x["first_prediction_ms"] for x in loads)
     out["loads"] = loads
     return out
@@ -303,6 +303,7 @@ def markdown(res):
     lines = [
         f"Measured {res['date']} on {res['cpu']}; {res['browser']}; onnxruntime {res['versions']['onnxruntime']}, "
         f"onnxruntime-web {res['versions'].get('onnxruntime_web') or '?'}, PyTorch {res['versions'].get('torch') or 'unavailable'}. "
+        f"Load average {res['load_average']['start'][0]:.1f} → {res['load_average']['end'][0]:.1f} on {os.cpu_count()} cores. "
         f"Medians in ms; ratio = ours / anchor (lower is better).{' **--quick run: smoke test, not a measurement.**' if res['quick'] else ''}",
         "",
         "**Browser** (wasm32 + simd128, 1 thread, batch 1; onnxruntime-web wasm EP, SIMD, numThreads = 1)",
@@ -345,11 +346,11 @@ def markdown(res):
     kib = lambda b: "—" if b is None else f"{b / 1024:.0f} KiB"  # noqa: E731
     lines += [
         "",
-        "**Page** (explorer `dist/`, cold cache)",
+        "**Page** (explorer `dist/`, cold cache, median of 5 loads; open → first sample clicked as soon as shown → its prediction on screen)",
         "",
-        "| wasm | wasm gzipped | total bytes loaded | open → first prediction |",
+        "| wasm | wasm gzipped | total bytes loaded (gzipped) | open → first prediction |",
         "|---|---|---|---|",
-        f"| {kib(pg['wasm_bytes'])} | {kib(pg['wasm_gzip_bytes'])} | {kib(pg['total_bytes'])} | "
+        f"| {kib(pg['wasm_bytes'])} | {kib(pg['wasm_gzip_bytes'])} | {kib(pg['total_bytes'])} ({kib(pg.get('total_gzip_bytes'))}) | "
         f"{fmt(pg['first_prediction_ms'], 0)}{' ms' if pg['first_prediction_ms'] is not None else ''} |",
     ]
     if pg.get("note"):
@@ -396,6 +397,7 @@ def main():
     else:
         models, threads, batches = list(MODELS), [1, 2], [1, 32]
         it = {"warmup": 3, "min_iters": 30, "max_iters": 300, "budget_s": 4.0}
+    load0 = list(os.getloadavg())  # the machine is shared: say how busy it was
     res = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_model(),
@@ -417,6 +419,7 @@ def main():
         "simd128 peak ≈ 4-wide f32 × (mul + add) = 8 flop/cycle/core; at ~3 GHz ≈ 24 GFLOP/s per core. "
         "wasm.*.ours_gflops is the achieved rate (2·MACs / median)."
     )
+    res["load_average"] = {"start": load0, "end": list(os.getloadavg())}
     validate(res)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "results.json").write_text(json.dumps(res, indent=2) + "\n")

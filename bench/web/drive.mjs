@@ -88,25 +88,54 @@ async function runBenchPage(cfgPath) {
   }
 }
 
-// Open → first prediction of the explorer, cold cache (a fresh context per load).
-async function runExplorerPage(dist, loads, selector) {
-  const server = await serve([['/', path.resolve(dist)]]);
+// Open → first prediction of the explorer, cold cache (a fresh browser context per load): the
+// clock starts at navigation; the first sample image is clicked as soon as it is on the page;
+// it stops when the prediction panel shows the result. Bytes are counted as the server sends
+// them (uncompressed), and gzipped as a compressing server would send them.
+async function runExplorerPage(dist, loads) {
+  const root = path.resolve(dist);
+  const served = [];
+  const server = await serve([['/', root]]);
+  server.on('request', (req) => served.push(decodeURIComponent(new URL(req.url, 'http://x').pathname)));
   const browser = await launch();
+  const { gzipSync } = await import('node:zlib');
+  const size = (url) => {
+    let f = path.join(root, url);
+    if (fs.existsSync(f) && fs.statSync(f).isDirectory()) f = path.join(f, 'index.html');
+    if (!fs.existsSync(f)) return [0, 0];
+    const b = fs.readFileSync(f);
+    return [b.length, gzipSync(b, { level: 6 }).length];
+  };
   try {
     const out = { browser: `Chromium ${browser.version()}`, loads: [] };
     for (let i = 0; i < loads; i++) {
+      served.length = 0;
       const context = await browser.newContext();
       const page = await context.newPage();
-      const cdp = await context.newCDPSession(page);
-      await cdp.send('Network.enable');
-      await cdp.send('Network.setCacheDisabled', { cacheDisabled: true });
-      let bytes = 0;
-      cdp.on('Network.loadingFinished', (e) => { bytes += e.encodedDataLength; });
+      const errors = [];
+      page.on('pageerror', (e) => errors.push(String(e)));
       await page.goto(`http://127.0.0.1:${server.address().port}/`);
-      await page.waitForSelector(selector, { timeout: 60_000 });
-      const ms = await page.evaluate(() => performance.now());
-      await page.waitForLoadState('networkidle');
-      out.loads.push({ first_prediction_ms: ms, total_bytes: bytes });
+      try {
+        await page.locator('[data-testid="sample-image"]').first().click({ timeout: 60_000 });
+        const clickMs = await page.evaluate(() => performance.now());
+        await page.waitForFunction(() => {
+          const p = document.querySelector('[data-testid="prediction"]');
+          return p && p.dataset.busy !== 'true'
+            && (p.querySelector('[data-testid="top-class"]') || p.querySelector('[data-testid="inference-ms"]'));
+        }, null, { timeout: 60_000, polling: 'raf' });
+        const ms = await page.evaluate(() => performance.now());
+        await page.waitForLoadState('networkidle');
+        const sizes = served.map(size);
+        out.loads.push({
+          first_prediction_ms: ms,
+          sample_clicked_ms: clickMs,
+          total_bytes: sizes.reduce((a, s) => a + s[0], 0),
+          total_gzip_bytes: sizes.reduce((a, s) => a + s[1], 0),
+          requests: served.length,
+        });
+      } catch (e) {
+        throw new Error(`explorer load ${i + 1}: ${e.message}; page errors: ${errors.join('; ')}`);
+      }
       await context.close();
     }
     return out;
@@ -119,8 +148,8 @@ async function runExplorerPage(dist, loads, selector) {
 const [mode, ...args] = process.argv.slice(2);
 try {
   const result = mode === 'bench' ? await runBenchPage(args[0])
-    : mode === 'page' ? await runExplorerPage(args[0], Number(args[1] ?? 5), args[2])
-    : (() => { throw new Error('usage: drive.mjs bench CONFIG.json | page DIST LOADS SELECTOR'); })();
+    : mode === 'page' ? await runExplorerPage(args[0], Number(args[1] ?? 5))
+    : (() => { throw new Error('usage: drive.mjs bench CONFIG.json | page DIST LOADS'); })();
   process.stdout.write(JSON.stringify(result) + '\n');
 } catch (e) {
   process.stderr.write(`drive.mjs: ${e.message}\n`);
