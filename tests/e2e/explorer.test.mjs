@@ -233,7 +233,7 @@ test('bad files give a clear error, keep the state, and the next image works', a
     assert.match(text, new RegExp(name.replace('.', '\\.')), 'the message names the file');
     assert.equal(await page.textContent($('top-class')), before, 'the previous result stays');
     assert.equal(await page.locator(`canvas${$('input-preview')}`).count(), 1, 'the previous input stays');
-    if (name === 'huge.png') await shot('header', 'error-banner');
+    if (name === 'huge.png') await shot($('error-banner'), 'error-banner');
     await page.click(`${$('error-banner')} button`);
   }
   // A valid PNG (noise) decodes; then a real image classifies again.

@@ -200,12 +200,10 @@ mod tests {
 
     #[test]
     fn filter_tiles_are_min_max_normalised_per_filter() {
-        // 3 channels × 1×2: channel 0 holds the min, channel 2 the max.
-        let w = [-1.0, 0.0, 0.5, 0.5, 1.0, 1.0];
-        let (tile, lo, hi) = filter_tile(&w, 3, 1);
+        // 3 channels × 1×1: red holds the min, blue the max.
+        let (tile, lo, hi) = filter_tile(&[-1.0, 0.0, 1.0], 3, 1);
         assert_eq!((lo, hi), (-1.0, 1.0));
-        assert_eq!(tile.len(), 4);
-        assert_eq!(&tile[..3], &[0, 191, 255]);
+        assert_eq!(tile, vec![0, 128, 255, 255]);
         let (tile, ..) = filter_tile(&[2.0, 4.0, 4.0, 2.0], 1, 2);
         assert_eq!(tile, vec![0, 0, 0, 255, 255, 255, 255, 255, 255, 255, 255, 255, 0, 0, 0, 255]);
     }

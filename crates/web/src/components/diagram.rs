@@ -67,9 +67,9 @@ fn kind_name(k: BlockKind) -> &'static str {
     }
 }
 
-const W: f64 = 600.0;
-const BOX_X: f64 = 150.0;
-const BOX_W: f64 = 270.0;
+const W: f64 = 640.0;
+const BOX_X: f64 = 110.0;
+const BOX_W: f64 = 330.0;
 const GAP: f64 = 30.0;
 
 #[function_component(Diagram)]
