@@ -264,6 +264,20 @@ test('ResNet-50 (untrained): 25,557,032 parameters, real activations, no predict
   await shot('section.prediction', 'prediction-untrained');
 });
 
+test('GoogLeNet (untrained): the diagram shows the parallel Inception branches', async () => {
+  await page.selectOption($('model-select'), 'googlenet');
+  await page.waitForFunction((sel) => document.querySelector(sel)?.dataset.params === '6624904', $('layer-total'));
+  await page.waitForSelector(`${$('model-status')}[data-state="ready"]`, { timeout: 120_000 });
+  await waitForRun('ship-0.jpg', 180_000);
+  const inception = page.locator(`${$('diagram-item')}[data-name="inception3a"]`);
+  assert.equal(await inception.locator('.branch').count(), 4);
+  await inception.locator('rect').first().click();
+  assert.match(await page.$eval($('layer-select'), (s) => s.selectedOptions[0].textContent), /^inception3a\./);
+  await page.waitForSelector(`${$('activation-map')}`, { timeout: 30_000 });
+  await inception.scrollIntoViewIfNeeded();
+  await shot('section.diagram', 'diagram-googlenet');
+});
+
 test('no console errors and no network request after load', async () => {
   assert.deepEqual(consoleErrors, []);
   assert.deepEqual(requestsAfterLoad, []);
