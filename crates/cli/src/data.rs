@@ -159,6 +159,9 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<DecodedImage> {
     }
     let format = image::guess_format(bytes)
         .map_err(|_| anyhow!("not an image (the content is none of PNG, JPEG, GIF, BMP, WebP)"))?;
+    if format == image::ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        bail!("truncated JPEG: the data ends before the end-of-image marker");
+    }
     let img = image::load_from_memory_with_format(bytes, format).map_err(|e| match e {
         image::ImageError::Decoding(d) => anyhow!("cannot decode {format:?}: {d} (truncated or corrupt?)"),
         e => anyhow!("cannot decode {format:?}: {e}"),
@@ -177,6 +180,18 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<DecodedImage> {
         bail!("empty image ({width}×{height})");
     }
     Ok(DecodedImage { width, height, channels, data })
+}
+
+/// Whether a JPEG's last scan is followed by its end-of-image marker. The JPEG decoder fills a
+/// cut-off image with grey instead of failing; a truncated file must be an error, not a
+/// prediction. In entropy-coded data `FF` is always followed by `00` or a restart marker, so
+/// `FF D9` after the last start-of-scan (`FF DA`) is the real end.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_scan {
+        Some(i) => bytes[i..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
+    }
 }
 
 /// Reads and decodes an image file; errors name the file.

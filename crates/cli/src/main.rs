@@ -8,7 +8,6 @@ mod eval;
 mod fmt;
 mod predict;
 mod summary;
-mod train;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,8 +40,6 @@ enum Command {
     Eval(eval::EvalArgs),
     /// The architectures, with their parameters and MACs.
     List(summary::ListArgs),
-    /// Train a network from scratch or resume a run: SGD, schedules, checkpoints, metrics.
-    Train(train::TrainArgs),
 }
 
 /// The architecture and how to build it; shared by the commands.
@@ -167,20 +164,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::List(a) => summary::list(&a),
         Command::Predict(a) => predict::predict(&a),
         Command::Eval(a) => eval::eval(&a),
-        Command::Train(a) => train::train(&a),
     }
+}
+
+/// A usage error as one line: clap's first paragraph (the message, with any list of missing
+/// arguments) joined up, and where to look.
+fn one_line(rendered: &str) -> String {
+    let first = rendered.trim().split("\n\n").next().unwrap_or_default();
+    let joined = first.split_whitespace().collect::<Vec<_>>().join(" ");
+    format!("{joined} (see resnet --help)")
 }
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            // Help and version go to stdout with status 0; usage errors keep clap's message.
+        // Help and version go to stdout with status 0.
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return match e.use_stderr() {
-                true => ExitCode::from(2),
-                false => ExitCode::SUCCESS,
-            };
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{}", one_line(&e.render().to_string()));
+            return ExitCode::from(2);
         }
     };
     match run(cli) {

@@ -136,9 +136,9 @@ pub fn predict(args: &PredictArgs) -> Result<ExitCode> {
         emit(&to_json(&json)?)?;
     } else {
         let mut out = String::new();
+        let width = results.iter().flat_map(|r| &r.top5).map(|t| t.label.chars().count()).max().unwrap_or(0);
         for r in &results {
             out.push_str(&format!("{}\n", r.image));
-            let width = r.top5.iter().map(|t| t.label.chars().count()).max().unwrap_or(0);
             for (rank, t) in r.top5.iter().enumerate() {
                 let pad = " ".repeat(width - t.label.chars().count());
                 out.push_str(&format!(
