@@ -8,6 +8,7 @@ mod eval;
 mod fmt;
 mod predict;
 mod summary;
+mod train;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// The architectures, with their parameters and MACs.
     List(summary::ListArgs),
+    /// Train a network from scratch or resume a run: SGD, schedules, checkpoints, metrics.
+    Train(train::TrainArgs),
 }
 
 /// The architecture and how to build it; shared by the commands.
@@ -164,6 +167,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::List(a) => summary::list(&a),
         Command::Predict(a) => predict::predict(&a),
         Command::Eval(a) => eval::eval(&a),
+        Command::Train(a) => train::train(&a),
     }
 }
 
