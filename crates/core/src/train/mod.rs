@@ -4,6 +4,7 @@
 //! the weights were put (CPU, or CUDA with the `cuda` feature).
 
 pub mod augment;
+pub mod conv;
 pub mod schedule;
 pub mod sgd;
 
