@@ -63,6 +63,7 @@ fn train_cmd(data: &Path, out: &Path, args: &[&str]) -> Command {
 /// loss falls from ≈ 2.30, accuracy on 1,000 test images is well above chance, and the
 /// checkpoint gives in `resnet eval` the accuracy the run logged.
 #[test]
+#[ignore = "not yet timed on an idle machine: CPU training of ResNet-20 may exceed the CI budget; run with --ignored"]
 fn cifar_resnet20_learns_from_2000_images_and_its_checkpoint_evaluates_the_same() {
     let Some(data) = cifar10() else { return };
     let out = fresh_dir("train-cifar");
@@ -132,6 +133,7 @@ fn cifar_resnet20_learns_from_2000_images_and_its_checkpoint_evaluates_the_same(
 /// Ctrl-C mid-run saves a checkpoint and exits with 130; `--resume` then finishes the run on
 /// the same curve as an unbroken one, numbering epochs on.
 #[test]
+#[ignore = "not yet timed on an idle machine: CPU training of ResNet-20 may exceed the CI budget; run with --ignored"]
 fn an_interrupted_run_resumes_on_the_same_curve() {
     let Some(data) = cifar10() else { return };
     let args = [
