@@ -63,7 +63,7 @@ fn maps_have_the_stage_shapes_and_filters_the_conv1_shape() {
     assert_eq!((r.job, r.side, r.view.len()), (7, 32, 32 * 32 * 3));
     assert!((r.probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
     let g = e.graph();
-    let nodes: Vec<usize> = ["layer1.2.relu", "layer2.2.relu", "layer3.2.relu", "fc"]
+    let nodes: Vec<usize> = ["layer1.2.relu", "layer2.2.relu", "layer3.2.relu", "linear"]
         .iter()
         .map(|n| g.node(n).unwrap())
         .collect();
