@@ -118,7 +118,7 @@ impl LabeledImages {
 /// as [`Preprocess::to_chw`]. Grey models (`prep.grey`) take the first channel.
 pub fn normalize(pixels: &[u8], size: usize, prep: &Preprocess, device: &Device) -> Result<Tensor> {
     let plane = size * size;
-    if size == 0 || pixels.len() % (plane * 3) != 0 {
+    if size == 0 || !pixels.len().is_multiple_of(plane * 3) {
         bail!("{} bytes are not a whole number of {size}×{size}×3 images", pixels.len());
     }
     let n = pixels.len() / (plane * 3);

@@ -151,7 +151,7 @@ fn an_interrupted_run_resumes_on_the_same_curve() {
     let straight = fresh_dir("train-straight");
     run_ok(&mut train_cmd(&data, &straight, &args));
     let broken = fresh_dir("train-broken");
-    let mut child = train_cmd(&data, &broken, &args).stderr(Stdio::piped()).spawn().unwrap();
+    let child = train_cmd(&data, &broken, &args).stderr(Stdio::piped()).spawn().unwrap();
     let t = Instant::now();
     while metrics(&broken).is_empty() {
         assert!(t.elapsed() < Duration::from_secs(300), "no epoch finished");
