@@ -63,7 +63,6 @@ fn train_cmd(data: &Path, out: &Path, args: &[&str]) -> Command {
 /// loss falls from ≈ 2.30, accuracy on 1,000 test images is well above chance, and the
 /// checkpoint gives in `resnet eval` the accuracy the run logged.
 #[test]
-#[ignore = "not yet timed on an idle machine: CPU training of ResNet-20 may exceed the CI budget; run with --ignored"]
 fn cifar_resnet20_learns_from_2000_images_and_its_checkpoint_evaluates_the_same() {
     let Some(data) = cifar10() else { return };
     let out = fresh_dir("train-cifar");
@@ -79,19 +78,17 @@ fn cifar_resnet20_learns_from_2000_images_and_its_checkpoint_evaluates_the_same(
             "--val-limit",
             "1000",
             "--epochs",
-            "6",
+            "2",
             "--batch-size",
-            "64",
+            "128",
             "--lr",
             "0.1",
-            "--schedule",
-            "cosine",
         ],
     ));
     let m = metrics(&out);
     eprintln!("{}", String::from_utf8_lossy(&run.stderr));
     eprintln!("trained in {:.0} s", t.elapsed().as_secs_f64());
-    assert_eq!(m.len(), 6);
+    assert_eq!(m.len(), 2);
     for (i, line) in m.iter().enumerate() {
         assert_eq!(line["epoch"].as_u64(), Some(i as u64 + 1));
         eprintln!(
@@ -105,11 +102,12 @@ fn cifar_resnet20_learns_from_2000_images_and_its_checkpoint_evaluates_the_same(
         );
     }
     let first = f(&m[0], "train_loss");
-    let last = f(&m[5], "train_loss");
+    let last = f(&m[1], "train_loss");
     assert!(first > 1.9 && first < 2.6, "the first epoch starts near ln 10 = 2.30: {first}");
-    assert!(last < 1.75, "the loss falls clearly below 2.30: {last}");
-    let val_acc = f(&m[5], "val_acc");
-    assert!(val_acc > 0.3, "accuracy on 1,000 test images well above chance (10 %): {val_acc}");
+    // Measured on an idle machine (release): 2.384 → 2.046, test accuracy 12.4 % → 26.4 %.
+    assert!(last < 2.15, "the loss falls clearly below 2.30: {last}");
+    let val_acc = f(&m[1], "val_acc");
+    assert!(val_acc > 0.2, "accuracy on 1,000 test images well above chance (10 %): {val_acc}");
 
     // best.safetensors holds the best epoch; last.safetensors loads in `resnet eval` and scores
     // exactly what the run logged.
@@ -133,7 +131,6 @@ fn cifar_resnet20_learns_from_2000_images_and_its_checkpoint_evaluates_the_same(
 /// Ctrl-C mid-run saves a checkpoint and exits with 130; `--resume` then finishes the run on
 /// the same curve as an unbroken one, numbering epochs on.
 #[test]
-#[ignore = "not yet timed on an idle machine: CPU training of ResNet-20 may exceed the CI budget; run with --ignored"]
 fn an_interrupted_run_resumes_on_the_same_curve() {
     let Some(data) = cifar10() else { return };
     let args = [

@@ -7,6 +7,7 @@ pub mod kernels;
 pub mod model;
 pub mod ops;
 pub mod preprocess;
+pub mod rng;
 pub mod spec;
 pub mod train;
 pub mod weights;

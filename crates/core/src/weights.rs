@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::{Dtype as StDtype, TensorView};
 
+use crate::rng::Rng;
 use crate::spec::{Graph, ParamKind, ParamSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,29 +60,6 @@ impl std::fmt::Display for Mismatch {
 #[derive(Clone, Debug, Default)]
 pub struct Weights {
     tensors: BTreeMap<String, Tensor>,
-}
-
-/// splitmix64: tiny, seedable, identical on every target (the browser's random nets must match
-/// the CLI's).
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    fn normal(&mut self) -> f32 {
-        let u1 = 1.0 - self.uniform();
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-    }
 }
 
 fn seed_for(seed: u64, name: &str) -> u64 {
@@ -141,7 +119,7 @@ impl Weights {
             specs.iter().find(|p| p.name == name).map(|p| p.shape.clone())
         };
         for spec in specs.iter().cloned() {
-            let mut rng = Rng(seed_for(seed, &spec.name));
+            let mut rng = Rng::new(seed_for(seed, &spec.name));
             let n = spec.elements();
             let values: Vec<f32> = match spec.kind {
                 ParamKind::BatchCount => {
