@@ -1,17 +1,7 @@
 //! Numbers and tables for people.
 
-/// `1234567` → `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+/// `1234567` → `1,234,567` (shared with the explorer's table).
+pub use resnet_core::spec::thousands;
 
 /// `4089184256` → `4.09 G`, `269722` → `269.72 k`.
 pub fn si(n: u64) -> String {

@@ -153,18 +153,7 @@ pub fn formula(node: &Node, row: &LayerRow) -> Option<String> {
     }
 }
 
-/// `1234567` → `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
+pub use resnet_core::spec::thousands;
 
 /// Compact count: `40.55 M`, `4.09 G`.
 pub fn si(n: u64) -> String {
