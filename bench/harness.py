@@ -211,6 +211,7 @@ def browser(models, quick):
     cfg = {
         "common": {
             "warmup": 1 if quick else 3,
+            "warmupMs": 0 if quick else 2000,
             "samples": 3 if quick else 30,
             "minSampleMs": 5 if quick else 30,
             "profileReps": 1 if quick else 5,

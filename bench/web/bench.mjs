@@ -20,20 +20,31 @@ function stats(times, runsPerSample) {
   return { median_ms: median, min_ms: t[0], p90_ms: p90, samples: n, runs_per_sample: runsPerSample };
 }
 
-// fn(k) runs k forward passes.
-async function timeLoops(fn, { warmup, samples, minSampleMs }) {
-  for (let i = 0; i < warmup; i++) await fn(1);
-  let t0 = performance.now();
-  await fn(1);
-  const one = Math.max(performance.now() - t0, 0.05);
-  const k = Math.max(1, Math.ceil(minSampleMs / one));
-  const times = [];
-  for (let s = 0; s < samples; s++) {
-    t0 = performance.now();
-    await fn(k);
-    times.push((performance.now() - t0) / k);
+// fns: name -> fn(k) that runs k forward passes. The contenders are timed in interleaved rounds
+// (one loop of each per round), so a slow phase of a noisy machine hits all of them alike. The
+// warm-up lasts at least `warmupMs` as well as `warmup` runs of each: V8 first runs wasm in its
+// baseline compiler and swaps in optimised code for hot functions while it runs.
+async function timeInterleaved(fns, { warmup, warmupMs = 0, samples, minSampleMs }) {
+  const names = Object.keys(fns);
+  const w0 = performance.now();
+  for (let i = 0; i < warmup || performance.now() - w0 < warmupMs; i++) {
+    for (const n of names) await fns[n](1);
   }
-  return stats(times, k);
+  const k = {};
+  for (const n of names) {
+    const t0 = performance.now();
+    await fns[n](1);
+    k[n] = Math.max(1, Math.ceil(minSampleMs / Math.max(performance.now() - t0, 0.05)));
+  }
+  const times = Object.fromEntries(names.map((n) => [n, []]));
+  for (let s = 0; s < samples; s++) {
+    for (const n of names) {
+      const t0 = performance.now();
+      await fns[n](k[n]);
+      times[n].push((performance.now() - t0) / k[n]);
+    }
+  }
+  return Object.fromEntries(names.map((n) => [n, stats(times[n], k[n])]));
 }
 
 window.runBench = async function runBench(cfg) {
@@ -51,17 +62,13 @@ window.runBench = async function runBench(cfg) {
     setGemmSimd128(cfg.gemmSimd128);
     ours.setInput(input, m.dims[0]);
     const r = { macs: ours.macs() };
-    const opts = { warmup: cfg.warmup, samples: cfg.samples, minSampleMs: cfg.minSampleMs };
+    const opts = { warmup: cfg.warmup, warmupMs: cfg.warmupMs, samples: cfg.samples, minSampleMs: cfg.minSampleMs };
     const oursLogits = ours.logits();
-    log(`${m.name}: ours`);
-    r.ours = await timeLoops((k) => ours.run(k, false), opts);
-    if (cfg.taps) {
-      log(`${m.name}: ours with taps`);
-      r.ours_taps = await timeLoops((k) => ours.run(k, true), opts);
-      r.taps_count = ours.run(1, true);
-    }
+    const fns = { ours: (k) => ours.run(k, false) };
+    if (cfg.taps) fns.ours_taps = (k) => ours.run(k, true);
+    let session = null;
     if (cfg.ort) {
-      const session = await ort.InferenceSession.create(await fetchBytes(m.onnx), {
+      session = await ort.InferenceSession.create(await fetchBytes(m.onnx), {
         executionProviders: ['wasm'],
         graphOptimizationLevel: 'all',
       });
@@ -70,10 +77,12 @@ window.runBench = async function runBench(cfg) {
       let diff = 0;
       for (let i = 0; i < ortLogits.length; i++) diff = Math.max(diff, Math.abs(ortLogits[i] - oursLogits[i]));
       r.logits_max_abs_diff = oursLogits.length === ortLogits.length ? diff : null;
-      log(`${m.name}: onnxruntime-web`);
-      r.ort = await timeLoops(async (k) => { for (let i = 0; i < k; i++) await session.run(feeds); }, opts);
-      await session.release();
+      fns.ort = async (k) => { for (let i = 0; i < k; i++) await session.run(feeds); };
     }
+    log(`${m.name}: timing ${Object.keys(fns).join(', ')}`);
+    Object.assign(r, await timeInterleaved(fns, opts));
+    if (cfg.taps) r.taps_count = ours.run(1, true);
+    if (session) await session.release();
     if (cfg.profile) r.profile = JSON.parse(ours.profile(cfg.profileReps));
     ours.free();
     out.models[m.name] = r;

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use candle_core::{DType, Device, Module, Tensor, D};
 
 use crate::arch::ArchInfo;
-use crate::kernels;
+use crate::kernels::{self, conv::PreparedConv};
 use crate::ops;
 use crate::spec::{Graph, NodeId, Op, Shape};
 use crate::weights::Weights;
@@ -44,35 +44,105 @@ pub struct Output {
     pub bn_stats: Vec<BnStats>,
 }
 
-/// A conv with the following BatchNorm folded in: `bn(conv(x, W)) = conv(x, W·s) + (β − μ·s)`
-/// with `s = γ / sqrt(σ² + ε)`.
+/// A conv of the fast path, with what it absorbs: `relu?(conv(x) + bias + residual)`.
 #[derive(Clone, Debug)]
-pub struct FoldedConv {
-    pub weight: Tensor,
-    pub bias: Tensor,
+pub struct FusedConv {
+    pub conv: PreparedConv,
+    /// The node whose output is added (a residual block's shortcut), already computed when
+    /// the conv runs.
+    pub residual: Option<NodeId>,
+    pub relu: bool,
+    /// The nodes after the conv that it computes (its BatchNorm, Add, ReLU): they take its value.
+    pub absorbs: Vec<NodeId>,
 }
 
-/// Folds each conv whose only consumer is a BatchNorm. Index = conv node.
-pub fn fold_batchnorm(graph: &Graph, weights: &Weights) -> candle_core::Result<Vec<Option<FoldedConv>>> {
-    let fan_out = graph.fan_out();
-    let mut folded = vec![None; graph.nodes.len()];
-    for (i, node) in graph.nodes.iter().enumerate() {
-        let Op::BatchNorm2d { eps, .. } = node.op else { continue };
-        let conv = node.inputs[0];
-        let Op::Conv2d(c) = &graph.nodes[conv].op else { continue };
-        if fan_out[conv] != 1 {
-            continue;
+/// How the CPU fast path runs a graph: every conv prepared once ([`PreparedConv`]). A folded
+/// plan (inference) also folds each conv's BatchNorm into its weights,
+/// `bn(conv(x, W)) = conv(x, W·s) + (β − μ·s)` with `s = γ / sqrt(σ² + ε)`, and fuses the
+/// residual add and ReLU that follow. An unfolded plan (taps) keeps every layer's own output.
+#[derive(Clone, Debug)]
+pub struct FastPlan {
+    /// Index = conv node.
+    pub convs: Vec<Option<FusedConv>>,
+    /// Nodes whose value a fused conv sets.
+    pub absorbed: Vec<bool>,
+    pub folded: bool,
+}
+
+impl FastPlan {
+    /// Inference: BatchNorm folded, add and ReLU fused where the graph allows.
+    pub fn folded(graph: &Graph, weights: &Weights) -> candle_core::Result<Self> {
+        let n = graph.nodes.len();
+        let mut consumers = vec![vec![]; n];
+        for (i, node) in graph.nodes.iter().enumerate() {
+            for &j in &node.inputs {
+                consumers[j].push(i);
+            }
         }
-        let (scale, shift) = bn_affine(weights, &graph.nodes[i].name, eps)?;
-        let w = weights.tensor(&format!("{}.weight", graph.nodes[conv].name))?;
-        let weight = w.broadcast_mul(&scale.reshape((c.out_ch, 1, 1, 1))?)?;
-        let bias = match weights.get(&format!("{}.bias", graph.nodes[conv].name)) {
-            Some(b) => ((b * &scale)? + shift)?,
-            None => shift,
+        let only = |i: NodeId| match consumers[i].as_slice() {
+            [j] => Some(*j),
+            _ => None,
         };
-        folded[conv] = Some(FoldedConv { weight, bias });
+        let mut plan = FastPlan { convs: vec![None; n], absorbed: vec![false; n], folded: true };
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let Op::Conv2d(c) = &node.op else { continue };
+            let weight = weights.tensor(&format!("{}.weight", node.name))?;
+            let bias = weights.get(&format!("{}.bias", node.name));
+            let bn = only(i).filter(|&j| matches!(graph.nodes[j].op, Op::BatchNorm2d { .. }));
+            let Some(bn) = bn else {
+                plan.convs[i] = Some(FusedConv {
+                    conv: PreparedConv::new(weight, bias, c.padding, c.stride)?,
+                    residual: None,
+                    relu: false,
+                    absorbs: vec![],
+                });
+                continue;
+            };
+            let Op::BatchNorm2d { eps, .. } = graph.nodes[bn].op else { unreachable!("matched above") };
+            let (scale, shift) = bn_affine(weights, &graph.nodes[bn].name, eps)?;
+            let w = weight.broadcast_mul(&scale.reshape((c.out_ch, 1, 1, 1))?)?;
+            let b = match bias {
+                Some(b) => ((b * &scale)? + shift)?,
+                None => shift,
+            };
+            let mut absorbs = vec![bn];
+            let mut residual = None;
+            let mut last = bn;
+            if let Some(add) = only(last).filter(|&a| matches!(graph.nodes[a].op, Op::Add)) {
+                // The other summand must exist when the conv runs (nodes run in index order).
+                if let &[p, q] = graph.nodes[add].inputs.as_slice() {
+                    let other = if p == last { q } else { p };
+                    if other != last && other < i {
+                        residual = Some(other);
+                        absorbs.push(add);
+                        last = add;
+                    }
+                }
+            }
+            let relu = only(last).filter(|&r| matches!(graph.nodes[r].op, Op::Relu));
+            absorbs.extend(relu);
+            for &j in &absorbs {
+                plan.absorbed[j] = true;
+            }
+            let conv = PreparedConv::new(&w, Some(&b), c.padding, c.stride)?;
+            plan.convs[i] = Some(FusedConv { conv, residual, relu: relu.is_some(), absorbs });
+        }
+        Ok(plan)
     }
-    Ok(folded)
+
+    /// Every conv prepared with its own weights (and bias); nothing folded or fused.
+    pub fn unfolded(graph: &Graph, weights: &Weights) -> candle_core::Result<Self> {
+        let n = graph.nodes.len();
+        let mut plan = FastPlan { convs: vec![None; n], absorbed: vec![false; n], folded: false };
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let Op::Conv2d(c) = &node.op else { continue };
+            let weight = weights.tensor(&format!("{}.weight", node.name))?;
+            let bias = weights.get(&format!("{}.bias", node.name));
+            let conv = PreparedConv::new(weight, bias, c.padding, c.stride)?;
+            plan.convs[i] = Some(FusedConv { conv, residual: None, relu: false, absorbs: vec![] });
+        }
+        Ok(plan)
+    }
 }
 
 /// BatchNorm in eval mode as a per-channel affine map: `(scale, shift)`.
@@ -90,23 +160,24 @@ fn per_channel(t: &Tensor) -> candle_core::Result<Tensor> {
     t.reshape((1, t.elem_count(), 1, 1))
 }
 
-/// Runs `graph` on `x` (N×C×H×W). `folded` (from [`fold_batchnorm`]) replaces conv + BN pairs
-/// in eval mode when no taps are asked for.
+/// Runs `graph` on `x` (N×C×H×W). With a `plan` (see [`FastPlan`]), convs run on the CPU fast
+/// path; a folded plan is used only in eval mode without taps, an unfolded one in eval mode.
+/// Training, and an input that records gradients, always take Candle's differentiable ops.
 pub fn run(
     graph: &Graph,
     weights: &Weights,
-    folded: Option<&[Option<FoldedConv>]>,
+    plan: Option<&FastPlan>,
     x: &Tensor,
     opts: RunOptions,
 ) -> candle_core::Result<Output> {
-    run_impl(graph, weights, folded, x, opts, true)
+    run_impl(graph, weights, plan, x, opts, true)
 }
 
-/// `fast_conv`: convs through [`kernels::conv`] (inference fast path) rather than Candle's own.
+/// `fast_conv`: convs without a plan through [`kernels::conv`] rather than Candle's own.
 fn run_impl(
     graph: &Graph,
     weights: &Weights,
-    folded: Option<&[Option<FoldedConv>]>,
+    plan: Option<&FastPlan>,
     x: &Tensor,
     opts: RunOptions,
     fast_conv: bool,
@@ -117,7 +188,9 @@ fn run_impl(
     };
     let (_, c, h, w) = x.dims4()?;
     graph.shapes(Some(Shape::new(c, h, w))).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-    let folded = if opts.taps || opts.mode == Mode::Train { None } else { folded };
+    let plan = plan.filter(|p| {
+        opts.mode == Mode::Eval && !(p.folded && opts.taps) && kernels::is_plain(x) && x.dtype() == DType::F32
+    });
     let mut uses = graph.fan_out();
     let mut values: Vec<Option<Tensor>> = vec![None; graph.nodes.len()];
     let mut bn_stats = vec![];
@@ -129,72 +202,78 @@ fn run_impl(
                 .as_ref()
                 .ok_or_else(|| candle_core::Error::Msg(format!("{}: input already freed", node.name)))
         };
-        let y = match &node.op {
-            Op::Input => unreachable!("only node 0 is the input"),
-            Op::Conv2d(cfg) => match folded.and_then(|f| f[i].as_ref()) {
-                Some(f) => {
-                    let y = conv(input(0)?, &f.weight, cfg.padding, cfg.stride)?;
-                    y.broadcast_add(&per_channel(&f.bias)?)?
-                }
-                None => {
-                    let y = conv(input(0)?, param(&node.name, "weight")?, cfg.padding, cfg.stride)?;
-                    match cfg.bias {
-                        true => y.broadcast_add(&per_channel(param(&node.name, "bias")?)?)?,
-                        false => y,
+        if plan.is_some_and(|p| p.absorbed[i]) {
+            // A fused conv already set this node's value.
+        } else {
+            let y = match &node.op {
+                Op::Input => unreachable!("only node 0 is the input"),
+                Op::Conv2d(cfg) => match plan.and_then(|p| p.convs[i].as_ref()) {
+                    Some(f) => {
+                        let residual =
+                            f.residual.map(|r| values[r].as_ref().expect("computed before the conv"));
+                        f.conv.forward(input(0)?, residual, f.relu)?
+                    }
+                    None => {
+                        let y = conv(input(0)?, param(&node.name, "weight")?, cfg.padding, cfg.stride)?;
+                        match cfg.bias {
+                            true => y.broadcast_add(&per_channel(param(&node.name, "bias")?)?)?,
+                            false => y,
+                        }
+                    }
+                },
+                Op::BatchNorm2d { eps, .. } => {
+                    if opts.mode == Mode::Train {
+                        let x = input(0)?;
+                        let (n, _, h, w) = x.dims4()?;
+                        let mean = x.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+                        let centred = x.broadcast_sub(&mean)?;
+                        let var = centred.sqr()?.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+                        let xhat = centred.broadcast_div(&(&var + *eps)?.sqrt()?)?;
+                        bn_stats.push(BnStats {
+                            node: i,
+                            mean: mean.flatten_all()?.detach(),
+                            var: var.flatten_all()?.detach(),
+                            count: n * h * w,
+                        });
+                        xhat.broadcast_mul(&per_channel(param(&node.name, "weight")?)?)?
+                            .broadcast_add(&per_channel(param(&node.name, "bias")?)?)?
+                    } else {
+                        let (scale, shift) = bn_affine(weights, &node.name, *eps)?;
+                        input(0)?
+                            .broadcast_mul(&per_channel(&scale)?)?
+                            .broadcast_add(&per_channel(&shift)?)?
                     }
                 }
-            },
-            Op::BatchNorm2d { eps, .. } => {
-                let src = node.inputs[0];
-                if folded.is_some_and(|f| f[src].is_some()) {
-                    // The conv already applied this BN: pass its output on.
-                    input(0)?.clone()
-                } else if opts.mode == Mode::Train {
-                    let x = input(0)?;
-                    let (n, _, h, w) = x.dims4()?;
-                    let mean = x.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
-                    let centred = x.broadcast_sub(&mean)?;
-                    let var = centred.sqr()?.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
-                    let xhat = centred.broadcast_div(&(&var + *eps)?.sqrt()?)?;
-                    bn_stats.push(BnStats {
-                        node: i,
-                        mean: mean.flatten_all()?.detach(),
-                        var: var.flatten_all()?.detach(),
-                        count: n * h * w,
-                    });
-                    xhat.broadcast_mul(&per_channel(param(&node.name, "weight")?)?)?
-                        .broadcast_add(&per_channel(param(&node.name, "bias")?)?)?
-                } else {
-                    let (scale, shift) = bn_affine(weights, &node.name, *eps)?;
-                    input(0)?.broadcast_mul(&per_channel(&scale)?)?.broadcast_add(&per_channel(&shift)?)?
+                Op::Relu => input(0)?.relu()?,
+                Op::Tanh => input(0)?.tanh()?,
+                Op::MaxPool2d(p) => ops::max_pool2d(input(0)?, p, opts.mode == Mode::Train)?,
+                Op::AvgPool2d(p) => ops::avg_pool2d(input(0)?, p)?,
+                Op::AdaptiveAvgPool2d { h, w } => ops::adaptive_avg_pool2d(input(0)?, *h, *w)?,
+                Op::LocalResponseNorm { size, alpha, beta, k } => {
+                    ops::local_response_norm(input(0)?, *size, *alpha, *beta, *k)?
                 }
+                Op::Flatten => input(0)?.flatten_from(1)?,
+                Op::Dropout { p } => match opts.mode {
+                    Mode::Train => candle_nn::ops::dropout(input(0)?, *p)?,
+                    Mode::Eval => input(0)?.clone(),
+                },
+                Op::Linear { bias, .. } => {
+                    let w = param(&node.name, "weight")?;
+                    let b = if *bias { Some(param(&node.name, "bias")?.clone()) } else { None };
+                    candle_nn::Linear::new(w.clone(), b).forward(input(0)?)?
+                }
+                Op::Add => (input(0)? + input(1)?)?,
+                Op::Concat => {
+                    let xs = (0..node.inputs.len()).map(input).collect::<candle_core::Result<Vec<_>>>()?;
+                    Tensor::cat(&xs, 1)?
+                }
+                Op::ShortcutA { out_ch, stride } => ops::shortcut_a(input(0)?, *out_ch, *stride)?,
+            };
+            for &j in plan.and_then(|p| p.convs[i].as_ref()).map_or(&[][..], |f| &f.absorbs) {
+                values[j] = Some(y.clone());
             }
-            Op::Relu => input(0)?.relu()?,
-            Op::Tanh => input(0)?.tanh()?,
-            Op::MaxPool2d(p) => ops::max_pool2d(input(0)?, p, opts.mode == Mode::Train)?,
-            Op::AvgPool2d(p) => ops::avg_pool2d(input(0)?, p)?,
-            Op::AdaptiveAvgPool2d { h, w } => ops::adaptive_avg_pool2d(input(0)?, *h, *w)?,
-            Op::LocalResponseNorm { size, alpha, beta, k } => {
-                ops::local_response_norm(input(0)?, *size, *alpha, *beta, *k)?
-            }
-            Op::Flatten => input(0)?.flatten_from(1)?,
-            Op::Dropout { p } => match opts.mode {
-                Mode::Train => candle_nn::ops::dropout(input(0)?, *p)?,
-                Mode::Eval => input(0)?.clone(),
-            },
-            Op::Linear { bias, .. } => {
-                let w = param(&node.name, "weight")?;
-                let b = if *bias { Some(param(&node.name, "bias")?.clone()) } else { None };
-                candle_nn::Linear::new(w.clone(), b).forward(input(0)?)?
-            }
-            Op::Add => (input(0)? + input(1)?)?,
-            Op::Concat => {
-                let xs = (0..node.inputs.len()).map(input).collect::<candle_core::Result<Vec<_>>>()?;
-                Tensor::cat(&xs, 1)?
-            }
-            Op::ShortcutA { out_ch, stride } => ops::shortcut_a(input(0)?, *out_ch, *stride)?,
-        };
-        values[i] = Some(y);
+            values[i] = Some(y);
+        }
         if !opts.taps {
             for &j in &node.inputs {
                 uses[j] -= 1;
@@ -214,12 +293,14 @@ pub struct Model {
     pub arch: &'static ArchInfo,
     pub graph: Graph,
     pub weights: Weights,
-    folded: OnceLock<Vec<Option<FoldedConv>>>,
+    /// Prepared on first use: inference (folded) and taps (unfolded).
+    folded: OnceLock<FastPlan>,
+    unfolded: OnceLock<FastPlan>,
 }
 
 impl Model {
     pub fn new(arch: &'static ArchInfo, graph: Graph, weights: Weights) -> Self {
-        Model { arch, graph, weights, folded: OnceLock::new() }
+        Model { arch, graph, weights, folded: OnceLock::new(), unfolded: OnceLock::new() }
     }
 
     /// The architecture with deterministic random weights ("untrained").
@@ -235,14 +316,8 @@ impl Model {
 
     /// Logits, BatchNorm folded into the convs (folded once, on first use).
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let folded = match self.folded.get() {
-            Some(f) => f,
-            None => {
-                let f = fold_batchnorm(&self.graph, &self.weights)?;
-                self.folded.get_or_init(|| f)
-            }
-        };
-        Ok(run(&self.graph, &self.weights, Some(folded), x, RunOptions::default())?.logits)
+        let plan = cached(&self.folded, || FastPlan::folded(&self.graph, &self.weights))?;
+        Ok(run(&self.graph, &self.weights, Some(plan), x, RunOptions::default())?.logits)
     }
 
     /// Logits layer by layer as described, with Candle's own ops (no folding, no fast kernels):
@@ -253,9 +328,24 @@ impl Model {
 
     /// Logits and every layer's output (index = node id).
     pub fn forward_taps(&self, x: &Tensor) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
-        let out = run(&self.graph, &self.weights, None, x, RunOptions { taps: true, ..Default::default() })?;
+        let plan = cached(&self.unfolded, || FastPlan::unfolded(&self.graph, &self.weights))?;
+        let out =
+            run(&self.graph, &self.weights, Some(plan), x, RunOptions { taps: true, ..Default::default() })?;
         let taps = out.taps.into_iter().map(|t| t.expect("taps keep every node")).collect();
         Ok((out.logits, taps))
+    }
+}
+
+fn cached(
+    cell: &OnceLock<FastPlan>,
+    make: impl FnOnce() -> candle_core::Result<FastPlan>,
+) -> candle_core::Result<&FastPlan> {
+    match cell.get() {
+        Some(p) => Ok(p),
+        None => {
+            let p = make()?;
+            Ok(cell.get_or_init(|| p))
+        }
     }
 }
 

@@ -6,7 +6,11 @@
 //! `[in_ch·k·k, out_h·out_w]` is built row by row: for stride 1 each output row is one slice
 //! copy with the padding left as zeros, so the conv costs little more than its matmul.
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{DType, Result, Tensor};
+
+use super::gemm::{matmul, Mat};
+use super::winograd::Winograd3x3;
+use super::{is_plain, with_slice, Epilogue};
 
 /// Fills `cols` (`[c·k·k, oh·ow]`, zeroed) from one image `x` (`[c, h, w]`).
 #[allow(clippy::too_many_arguments)]
@@ -47,43 +51,136 @@ fn im2col(x: &[f32], c: usize, h: usize, w: usize, k: usize, stride: usize, pad:
     }
 }
 
-/// `conv2d(x, weight)` for square kernels, no dilation or groups, f32 on the CPU: the same
-/// result as Candle's `Tensor::conv2d`. `x`: `[n, c, h, w]`, `weight`: `[oc, c, k, k]`.
-/// Anything else — another device or dtype, or a tensor that records gradients (training,
-/// saliency) — goes to Candle's conv, so backpropagation always sees Candle's ops.
+/// A convolution ready to run: weights laid out once (Winograd-transformed for 3×3 stride-1
+/// padding-1 kernels), bias from a folded BatchNorm. Square kernels, no dilation or groups.
+#[derive(Clone, Debug)]
+pub struct PreparedConv {
+    out_ch: usize,
+    in_ch: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    /// `[out_ch, in_ch·k·k]`, row-major.
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    winograd: Option<Winograd3x3>,
+}
+
+impl PreparedConv {
+    /// `weight`: `[out_ch, in_ch, k, k]`; `bias`: `[out_ch]`.
+    pub fn new(weight: &Tensor, bias: Option<&Tensor>, padding: usize, stride: usize) -> Result<Self> {
+        let (out_ch, in_ch, kernel, k2) = weight.dims4()?;
+        if kernel != k2 {
+            candle_core::bail!("fast conv: square kernels only, got {kernel}×{k2}");
+        }
+        let weight = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let bias = bias.map(|b| b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()).transpose()?;
+        if bias.as_ref().is_some_and(|b| b.len() != out_ch) {
+            candle_core::bail!(
+                "fast conv: bias of {} values for {out_ch} channels",
+                bias.map_or(0, |b| b.len())
+            );
+        }
+        let winograd =
+            (kernel == 3 && stride == 1 && padding == 1).then(|| Winograd3x3::new(&weight, out_ch, in_ch));
+        Ok(PreparedConv { out_ch, in_ch, kernel, stride, padding, weight, bias, winograd })
+    }
+
+    /// `relu?(conv(x) + bias + residual)`; `x`: `[n, in_ch, h, w]`, `residual` shaped like the
+    /// output. Both must be plain CPU f32 tensors ([`super::is_plain`]).
+    pub fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        if c != self.in_ch {
+            candle_core::bail!("fast conv: input has {c} channels, the weights {}", self.in_ch);
+        }
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        if h + 2 * p < k || w + 2 * p < k {
+            candle_core::bail!("fast conv: {h}×{w} input is smaller than the {k}×{k} kernel");
+        }
+        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let (in_len, out_len) = (c * h * w, self.out_ch * oh * ow);
+        if let Some(r) = residual {
+            if r.dims() != [n, self.out_ch, oh, ow] {
+                candle_core::bail!(
+                    "fast conv: residual {:?}, output [{n}, {}, {oh}, {ow}]",
+                    r.dims(),
+                    self.out_ch
+                );
+            }
+        }
+        let mut out = vec![0f32; n * out_len];
+        let run = |xs: &[f32], res: Option<&[f32]>, out: &mut [f32]| {
+            let mut cols = vec![];
+            for (img, (x, y)) in xs.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)).enumerate() {
+                let epi = Epilogue {
+                    bias: self.bias.as_deref(),
+                    residual: res.map(|r| &r[img * out_len..][..out_len]),
+                    relu,
+                };
+                self.image(x, h, w, oh, ow, &mut cols, y, &epi);
+            }
+        };
+        with_slice(x, |xs| match residual {
+            Some(r) => with_slice(r, |rs| run(xs, Some(rs), &mut out)),
+            None => {
+                run(xs, None, &mut out);
+                Ok(())
+            }
+        })??;
+        Tensor::from_vec(out, (n, self.out_ch, oh, ow), x.device())
+    }
+
+    /// One image; `cols` is scratch space for the column matrix, reused across images.
+    #[allow(clippy::too_many_arguments)]
+    fn image(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        oh: usize,
+        ow: usize,
+        cols: &mut Vec<f32>,
+        out: &mut [f32],
+        epi: &Epilogue,
+    ) {
+        if let Some(wino) = &self.winograd {
+            return wino.forward(x, h, w, out, epi);
+        }
+        let (c, k) = (self.in_ch, self.kernel);
+        let kk = c * k * k;
+        let weight = Mat { data: &self.weight, rows: self.out_ch, cols: kk, stride: kk };
+        let b = if k == 1 && self.stride == 1 && self.padding == 0 {
+            // A 1×1 conv is already a matmul on the NCHW layout.
+            Mat { data: x, rows: c, cols: h * w, stride: h * w }
+        } else {
+            cols.clear();
+            cols.resize(kk * oh * ow, 0.0);
+            im2col(x, c, h, w, k, self.stride, self.padding, cols);
+            Mat { data: cols, rows: kk, cols: oh * ow, stride: oh * ow }
+        };
+        matmul(weight, b, out, oh * ow);
+        epi.apply(out, oh * ow);
+    }
+}
+
+/// `conv2d(x, weight)` for square kernels, no dilation or groups: the same result as Candle's
+/// `Tensor::conv2d`. `x`: `[n, c, h, w]`, `weight`: `[oc, c, k, k]`. Prepares the weights on
+/// every call: a model keeps a [`PreparedConv`] instead. Anything else — another device or
+/// dtype, or a tensor that records gradients (training, saliency) — goes to the training conv,
+/// so backpropagation always sees a differentiable op.
 pub fn conv2d(x: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    let (oc, wc, k, k2) = weight.dims4()?;
-    let plain = |t: &Tensor| t.dtype() == DType::F32 && matches!(t.device(), Device::Cpu) && !t.track_op();
-    if wc != c || k != k2 || !plain(x) || !plain(weight) {
+    let (_, c, _, _) = x.dims4()?;
+    let (_, wc, k, k2) = weight.dims4()?;
+    if wc != c || k != k2 || !is_plain(x) || !is_plain(weight) {
         return crate::train::conv::conv2d(x, weight, padding, stride); // fast backward on the CPU
     }
-    let oh = (h + 2 * padding - k) / stride + 1;
-    let ow = (w + 2 * padding - k) / stride + 1;
-    let wm = weight.reshape((oc, c * k * k))?;
-    if k == 1 && stride == 1 && padding == 0 {
-        // A 1×1 conv is already a matmul on the NCHW layout.
-        return wm.broadcast_matmul(&x.reshape((n, c, h * w))?)?.reshape((n, oc, oh, ow));
-    }
-    // One image at a time: the column matrix of a whole batch would not stay in cache (ResNet-18's
-    // first stage at batch 32 is 230 MB).
-    let data = x.flatten_all()?.to_vec1::<f32>()?;
-    let mut cols = vec![0f32; c * k * k * oh * ow];
-    let mut outs = Vec::with_capacity(n);
-    for img in data.chunks_exact(c * h * w) {
-        if !outs.is_empty() {
-            cols.fill(0.0);
-        }
-        im2col(img, c, h, w, k, stride, padding, &mut cols);
-        let m = Tensor::from_slice(&cols, (c * k * k, oh * ow), x.device())?;
-        outs.push(wm.matmul(&m)?);
-    }
-    Tensor::stack(&outs, 0)?.reshape((n, oc, oh, ow))
+    PreparedConv::new(weight, None, padding, stride)?.forward(x, None, false)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     #[test]
     fn matches_candle_conv() -> Result<()> {
@@ -97,6 +194,12 @@ mod tests {
             (4, 7, 7, 5, 1, 2, 0),
             (2, 5, 5, 3, 3, 1, 0),
             (2, 6, 5, 3, 5, 3, 2),
+            // Winograd (3×3, stride 1, padding 1): odd and tiny planes, edge tiles, many channels.
+            (16, 7, 7, 16, 3, 1, 1),
+            (3, 5, 3, 4, 3, 1, 1),
+            (2, 1, 1, 3, 3, 1, 1),
+            (2, 2, 9, 3, 3, 1, 1),
+            (40, 12, 11, 24, 3, 1, 1),
         ];
         for (c, h, w, oc, k, s, p) in cases {
             let x = Tensor::randn(0f32, 1.0, (2, c, h, w), &dev)?;
@@ -107,6 +210,43 @@ mod tests {
             let diff = (want - got)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
             assert!(diff < 1e-4, "case {:?}: diff {diff}", (c, h, w, oc, k, s, p));
         }
+        Ok(())
+    }
+
+    /// bias + residual + ReLU fused into the conv equal the same ops done one by one.
+    #[test]
+    fn fused_epilogue() -> Result<()> {
+        let dev = Device::Cpu;
+        for (k, s, p) in [(3, 1, 1), (3, 2, 1), (1, 1, 0), (1, 2, 0)] {
+            let x = Tensor::randn(0f32, 1.0, (3, 6, 9, 8), &dev)?;
+            let wt = Tensor::randn(0f32, 1.0, (5, 6, k, k), &dev)?;
+            let b = Tensor::randn(0f32, 1.0, 5, &dev)?;
+            let plain = x.conv2d(&wt, p, s, 1, 1)?.broadcast_add(&b.reshape((1, 5, 1, 1))?)?;
+            let res = Tensor::randn(0f32, 1.0, plain.dims(), &dev)?;
+            let conv = PreparedConv::new(&wt, Some(&b), p, s)?;
+            let cases = [
+                (None, false, plain.clone()),
+                (Some(&res), true, (&plain + &res)?.relu()?),
+                (None, true, plain.relu()?),
+            ];
+            for (r, relu, want) in cases {
+                let got = conv.forward(&x, r, relu)?;
+                let diff = (want - got)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                assert!(diff < 1e-4, "k{k} s{s} residual {} relu {relu}: diff {diff}", r.is_some());
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() -> Result<()> {
+        let dev = Device::Cpu;
+        let conv = PreparedConv::new(&Tensor::zeros((4, 3, 3, 3), DType::F32, &dev)?, None, 1, 1)?;
+        assert!(conv.forward(&Tensor::zeros((1, 2, 5, 5), DType::F32, &dev)?, None, false).is_err());
+        let x = Tensor::zeros((1, 3, 5, 5), DType::F32, &dev)?;
+        assert!(conv.forward(&x, Some(&Tensor::zeros((1, 4, 4, 4), DType::F32, &dev)?), false).is_err());
+        let b = Tensor::zeros(3, DType::F32, &dev)?;
+        assert!(PreparedConv::new(&Tensor::zeros((4, 3, 3, 3), DType::F32, &dev)?, Some(&b), 1, 1).is_err());
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 
-use crate::model::{fold_batchnorm, run, Mode, RunOptions};
+use crate::model::{run, FastPlan, Mode, RunOptions};
 use crate::preprocess::Preprocess;
 use crate::spec::{Graph, ParamKind};
 use crate::weights::Weights;
@@ -184,11 +184,11 @@ pub fn evaluate<I>(graph: &Graph, weights: &Weights, batches: I) -> Result<EvalS
 where
     I: IntoIterator<Item = Result<(Tensor, Tensor)>>,
 {
-    let folded = fold_batchnorm(graph, weights)?;
+    let plan = FastPlan::folded(graph, weights)?;
     let (mut loss_sum, mut hits, mut n) = (0f64, 0usize, 0usize);
     for batch in batches {
         let (x, labels) = batch?;
-        let logits = run(graph, weights, Some(&folded), &x, RunOptions::default())?.logits;
+        let logits = run(graph, weights, Some(&plan), &x, RunOptions::default())?.logits;
         let b = x.dim(0)?;
         let loss = cross_entropy(&logits, &labels)?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         loss_sum += loss as f64 * b as f64;
