@@ -66,6 +66,8 @@ pub struct FastPlan {
     pub convs: Vec<Option<FusedConv>>,
     /// Nodes whose value a fused conv sets.
     pub absorbed: Vec<bool>,
+    /// BatchNorm nodes not folded into a conv, as `(scale, shift)` per channel. Index = node.
+    pub affine: Vec<Option<(Vec<f32>, Vec<f32>)>>,
     pub folded: bool,
 }
 
@@ -83,7 +85,7 @@ impl FastPlan {
             [j] => Some(*j),
             _ => None,
         };
-        let mut plan = FastPlan { convs: vec![None; n], absorbed: vec![false; n], folded: true };
+        let mut plan = FastPlan::empty(n, true);
         for (i, node) in graph.nodes.iter().enumerate() {
             let Op::Conv2d(c) = &node.op else { continue };
             let weight = weights.tensor(&format!("{}.weight", node.name))?;
@@ -127,13 +129,31 @@ impl FastPlan {
             let conv = PreparedConv::new(&w, Some(&b), c.padding, c.stride)?;
             plan.convs[i] = Some(FusedConv { conv, residual, relu: relu.is_some(), absorbs });
         }
+        plan.add_affine(graph, weights)?;
         Ok(plan)
+    }
+
+    fn empty(n: usize, folded: bool) -> Self {
+        FastPlan { convs: vec![None; n], absorbed: vec![false; n], affine: vec![None; n], folded }
+    }
+
+    /// `(scale, shift)` of every BatchNorm that no conv absorbed.
+    fn add_affine(&mut self, graph: &Graph, weights: &Weights) -> candle_core::Result<()> {
+        for (i, node) in graph.nodes.iter().enumerate() {
+            if let Op::BatchNorm2d { eps, .. } = node.op {
+                if !self.absorbed[i] {
+                    let (scale, shift) = bn_affine(weights, &node.name, eps)?;
+                    self.affine[i] = Some((scale.to_vec1()?, shift.to_vec1()?));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every conv prepared with its own weights (and bias); nothing folded or fused.
     pub fn unfolded(graph: &Graph, weights: &Weights) -> candle_core::Result<Self> {
         let n = graph.nodes.len();
-        let mut plan = FastPlan { convs: vec![None; n], absorbed: vec![false; n], folded: false };
+        let mut plan = FastPlan::empty(n, false);
         for (i, node) in graph.nodes.iter().enumerate() {
             let Op::Conv2d(c) = &node.op else { continue };
             let weight = weights.tensor(&format!("{}.weight", node.name))?;
@@ -141,6 +161,7 @@ impl FastPlan {
             let conv = PreparedConv::new(weight, bias, c.padding, c.stride)?;
             plan.convs[i] = Some(FusedConv { conv, residual: None, relu: false, absorbs: vec![] });
         }
+        plan.add_affine(graph, weights)?;
         Ok(plan)
     }
 }
@@ -237,6 +258,8 @@ fn run_impl(
                         });
                         xhat.broadcast_mul(&per_channel(param(&node.name, "weight")?)?)?
                             .broadcast_add(&per_channel(param(&node.name, "bias")?)?)?
+                    } else if let Some((scale, shift)) = plan.and_then(|p| p.affine[i].as_ref()) {
+                        kernels::channel_affine(input(0)?, scale, shift)?
                     } else {
                         let (scale, shift) = bn_affine(weights, &node.name, *eps)?;
                         input(0)?
@@ -246,6 +269,7 @@ fn run_impl(
                 }
                 Op::Relu => input(0)?.relu()?,
                 Op::Tanh => input(0)?.tanh()?,
+                Op::MaxPool2d(p) if plan.is_some() => kernels::pool::max_pool2d(input(0)?, p)?,
                 Op::MaxPool2d(p) => ops::max_pool2d(input(0)?, p, opts.mode == Mode::Train)?,
                 Op::AvgPool2d(p) => ops::avg_pool2d(input(0)?, p)?,
                 Op::AdaptiveAvgPool2d { h, w } => ops::adaptive_avg_pool2d(input(0)?, *h, *w)?,

@@ -25,14 +25,22 @@ fn pad_with(x: &Tensor, dim: usize, left: usize, right: usize, value: f32) -> Re
     Tensor::cat(&parts, dim)
 }
 
+/// Output length of a pooling along a side of `n` (PyTorch: the last ceil-mode window must start
+/// inside the input or its left padding).
+pub(crate) fn pool_out(n: usize, p: &Pool) -> usize {
+    let span = n + 2 * p.padding - p.kernel;
+    let out = if p.ceil_mode { span.div_ceil(p.stride) + 1 } else { span / p.stride + 1 };
+    if p.ceil_mode && (out - 1) * p.stride >= n + p.padding {
+        out - 1
+    } else {
+        out
+    }
+}
+
 /// Extra padding on the right/bottom so that ceil-mode windows exist.
 fn trailing_pad(n: usize, p: &Pool) -> usize {
     let padded = n + 2 * p.padding;
-    let span = padded - p.kernel;
-    let mut out = if p.ceil_mode { span.div_ceil(p.stride) + 1 } else { span / p.stride + 1 };
-    if p.ceil_mode && (out - 1) * p.stride >= n + p.padding {
-        out -= 1;
-    }
+    let out = pool_out(n, p);
     let needed = (out - 1) * p.stride + p.kernel;
     p.padding + needed.saturating_sub(padded)
 }

@@ -3,6 +3,7 @@
 
 pub mod conv;
 pub mod gemm;
+pub mod pool;
 pub mod simd;
 pub mod winograd;
 
@@ -56,4 +57,23 @@ pub fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let all = cpu.as_slice::<f32>()?;
     let (start, end) = layout.contiguous_offsets().expect("made contiguous above");
     Ok(f(&all[start..end]))
+}
+
+/// `x·scale + shift` per channel (an eval-mode BatchNorm) in one pass; `x`: plain, `[n, c, h, w]`.
+pub fn channel_affine(x: &Tensor, scale: &[f32], shift: &[f32]) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    if scale.len() != c || shift.len() != c {
+        candle_core::bail!("channel affine: {} / {} values for {c} channels", scale.len(), shift.len());
+    }
+    let plane = h * w;
+    let mut out = vec![0f32; n * c * plane];
+    with_slice(x, |xs| {
+        for (k, (dst, src)) in out.chunks_exact_mut(plane).zip(xs.chunks_exact(plane)).enumerate() {
+            let (s, b) = (scale[k % c], shift[k % c]);
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = v * s + b;
+            }
+        }
+    })?;
+    Tensor::from_vec(out, (n, c, h, w), x.device())
 }

@@ -22,6 +22,8 @@ pub struct Winograd3x3 {
 
 /// `V` and `M` of one block in about this many floats (2 × 256 KiB): L2-sized.
 const BLOCK_FLOATS: usize = 64 * 1024;
+/// ...but at least this many tiles, so that each product is wide enough for gemm to run well.
+const MIN_BLOCK_TILES: usize = 64;
 
 impl Winograd3x3 {
     /// `weight`: `[out_ch, in_ch, 3, 3]`, row-major.
@@ -60,7 +62,7 @@ impl Winograd3x3 {
         assert!(epi.bias.is_none_or(|b| b.len() == oc) && epi.residual.is_none_or(|r| r.len() == out.len()));
         let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
         let tw4 = tw.next_multiple_of(4);
-        let rows_per_block = ((BLOCK_FLOATS / (16 * ic.max(oc))).max(16) / tw).clamp(1, th);
+        let rows_per_block = ((BLOCK_FLOATS / (16 * ic.max(oc))).max(MIN_BLOCK_TILES) / tw).clamp(1, th);
         // Row stride of V and M: a block's tiles, plus room for the spare lanes of its last group.
         let bs = rows_per_block * tw + 4;
         let mut v = vec![0f32; 16 * ic * bs];
