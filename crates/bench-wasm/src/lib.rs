@@ -85,50 +85,70 @@ impl BenchModel {
     }
 }
 
-/// Where a forward pass spends its time, conv by conv: Candle's conv2d (im2col + gemm + copies)
-/// beside a bare matmul of the same GEMM shape (`[out_ch, in_ch·k·k] × [in_ch·k·k, oh·ow]`), so
-/// the difference is what the convolution costs beyond the arithmetic. `now()` is a millisecond
-/// clock (performance.now in the browser, Instant natively).
-pub fn profile_convs(model: &Model, reps: usize, now: &dyn Fn() -> f64) -> candle_core::Result<String> {
+/// Which part of the fast path a node runs on, for the profile's groups.
+fn kind(op: &resnet_core::spec::Op) -> &'static str {
+    use resnet_core::spec::Op;
+    match op {
+        Op::Conv2d(c) if c.kernel == 3 && c.stride == 1 && c.padding == 1 => "conv_winograd",
+        Op::Conv2d(c) if c.kernel == 1 && c.stride == 1 && c.padding == 0 => "conv_1x1",
+        Op::Conv2d(_) => "conv_im2col",
+        Op::MaxPool2d(_) | Op::AvgPool2d(_) | Op::AdaptiveAvgPool2d { .. } => "pooling",
+        Op::BatchNorm2d { .. } | Op::Relu | Op::Add | Op::ShortcutA { .. } => "bn_relu_add",
+        Op::Linear { .. } => "linear",
+        _ => "other",
+    }
+}
+
+/// Where an inference spends its time: [`Model::forward`] timed node by node
+/// ([`Model::forward_timed`]), the median of `reps` passes per node, grouped by kernel. A conv's
+/// time includes the BatchNorm, residual add and ReLU fused into it. `conv_gflops` counts a
+/// conv's direct multiply-adds (2·MACs), so Winograd's saving shows as a higher rate. `now()` is
+/// a millisecond clock (performance.now in the browser, Instant natively).
+pub fn profile_forward(model: &Model, reps: usize, now: &dyn Fn() -> f64) -> candle_core::Result<String> {
     use resnet_core::spec::Op;
     let dev = Device::Cpu;
-    let shapes = model.graph.shapes(None).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-    let time = |f: &dyn Fn() -> candle_core::Result<Tensor>| -> candle_core::Result<f64> {
-        f()?;
+    let g = &model.graph;
+    let x = Tensor::randn(0f32, 1f32, (1, g.input.c, g.input.h, g.input.w), &dev)?;
+    model.forward(&x)?;
+    let reps = reps.max(1);
+    let mut per_node = vec![vec![]; g.nodes.len()];
+    let mut totals = vec![];
+    for _ in 0..reps {
         let t0 = now();
-        for _ in 0..reps {
-            f()?;
+        let (_, ms) = model.forward_timed(&x, now)?;
+        totals.push(now() - t0);
+        for (v, t) in per_node.iter_mut().zip(ms) {
+            v.push(t);
         }
-        Ok((now() - t0) / reps as f64)
-    };
-    let mut rows = vec![];
-    let (mut conv_total, mut gemm_total, mut rowcopy_total) = (0.0, 0.0, 0.0);
-    for node in &model.graph.nodes {
-        let Op::Conv2d(c) = &node.op else { continue };
-        let s = shapes[node.inputs[0]];
-        let o = shapes[model.graph.node(&node.name).expect("node exists")];
-        let x = Tensor::randn(0f32, 1f32, (1, s.c, s.h, s.w), &dev)?;
-        let w = Tensor::randn(0f32, 1f32, (c.out_ch, c.in_ch, c.kernel, c.kernel), &dev)?;
-        let a = w.reshape((c.out_ch, c.in_ch * c.kernel * c.kernel))?;
-        let b = Tensor::randn(0f32, 1f32, (c.in_ch * c.kernel * c.kernel, o.h * o.w), &dev)?;
-        let conv_ms = time(&|| x.conv2d(&w, c.padding, c.stride, 1, 1))?;
-        let gemm_ms = time(&|| a.matmul(&b))?;
-        let rowcopy_ms = time(&|| resnet_core::kernels::conv::conv2d(&x, &w, c.padding, c.stride))?;
-        let macs = (c.out_ch * c.in_ch * c.kernel * c.kernel * o.h * o.w) as f64;
-        conv_total += conv_ms;
-        gemm_total += gemm_ms;
-        rowcopy_total += rowcopy_ms;
-        rows.push(format!(
-            "{{\"layer\":\"{}\",\"k\":{},\"stride\":{},\"in\":[{},{},{}],\"out\":[{},{},{}],\"conv_ms\":{conv_ms:.4},\"gemm_ms\":{gemm_ms:.4},\"rowcopy_conv_ms\":{rowcopy_ms:.4},\"gemm_gflops\":{:.2}}}",
-            node.name, c.kernel, c.stride, s.c, s.h, s.w, o.c, o.h, o.w, 2.0 * macs / (gemm_ms * 1e6)
-        ));
     }
-    let x =
-        Tensor::randn(0f32, 1f32, (1, model.graph.input.c, model.graph.input.h, model.graph.input.w), &dev)?;
-    let forward_ms = time(&|| model.forward(&x))?;
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let summary = g.summary(None).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let mut groups: Vec<(&str, f64)> = vec![];
+    let (mut conv_ms, mut conv_macs) = (0.0, 0u64);
+    let mut layers = vec![];
+    for (i, node) in g.nodes.iter().enumerate().skip(1) {
+        let ms = median(&mut per_node[i]);
+        let k = kind(&node.op);
+        match groups.iter_mut().find(|(name, _)| *name == k) {
+            Some((_, t)) => *t += ms,
+            None => groups.push((k, ms)),
+        }
+        if let Op::Conv2d(_) = node.op {
+            conv_ms += ms;
+            conv_macs += summary.layers.iter().find(|r| r.name == node.name).map_or(0, |r| r.macs);
+        }
+        layers.push(format!("{{\"layer\":\"{}\",\"kind\":\"{k}\",\"ms\":{ms:.4}}}", node.name));
+    }
+    let groups: Vec<String> = groups.iter().map(|(k, t)| format!("\"{k}\":{t:.4}")).collect();
     Ok(format!(
-        "{{\"forward_ms\":{forward_ms:.4},\"conv_ms\":{conv_total:.4},\"gemm_ms\":{gemm_total:.4},\"rowcopy_conv_ms\":{rowcopy_total:.4},\"layers\":[{}]}}",
-        rows.join(",")
+        "{{\"forward_ms\":{:.4},\"by_kind\":{{{}}},\"conv_ms\":{conv_ms:.4},\"conv_gflops\":{:.2},\"layers\":[{}]}}",
+        median(&mut totals),
+        groups.join(","),
+        2.0 * conv_macs as f64 / (conv_ms.max(1e-9) * 1e6),
+        layers.join(",")
     ))
 }
 
@@ -140,8 +160,8 @@ extern "C" {
 
 #[wasm_bindgen]
 impl BenchModel {
-    /// [`profile_convs`] in the browser, as JSON.
+    /// [`profile_forward`] in the browser, as JSON.
     pub fn profile(&self, reps: usize) -> Result<String, JsError> {
-        profile_convs(&self.model, reps, &performance_now).map_err(js)
+        profile_forward(&self.model, reps, &performance_now).map_err(js)
     }
 }

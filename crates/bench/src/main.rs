@@ -118,7 +118,7 @@ fn run() -> Result<(), String> {
     if a.mode == "profile" {
         let t0 = Instant::now();
         let now = || t0.elapsed().as_secs_f64() * 1e3;
-        println!("{}", resnet_bench_wasm::profile_convs(&model, a.min_iters, &now).map_err(e)?);
+        println!("{}", resnet_bench_wasm::profile_forward(&model, a.min_iters, &now).map_err(e)?);
         return Ok(());
     }
     let s = model.graph.input;

@@ -42,6 +42,9 @@ pub struct Output {
     /// With `taps`, every node's output (index = `NodeId`; `[0]` is the input).
     pub taps: Vec<Option<Tensor>>,
     pub bn_stats: Vec<BnStats>,
+    /// With a clock ([`Model::forward_timed`]), ms per node, freeing its inputs included
+    /// (index = `NodeId`; nodes a fused conv computes take ~0).
+    pub node_ms: Vec<f64>,
 }
 
 /// A conv of the fast path, with what it absorbs: `relu?(conv(x) + bias + residual)`.
@@ -68,6 +71,9 @@ pub struct FastPlan {
     pub absorbed: Vec<bool>,
     /// BatchNorm nodes not folded into a conv, as `(scale, shift)` per channel. Index = node.
     pub affine: Vec<Option<(Vec<f32>, Vec<f32>)>>,
+    /// A BatchNorm or Add whose only consumer is a ReLU computes that ReLU's output in the same
+    /// pass (index = the BatchNorm or Add; the ReLU is then `absorbed`).
+    pub relu_after: Vec<Option<NodeId>>,
     pub folded: bool,
 }
 
@@ -134,17 +140,40 @@ impl FastPlan {
     }
 
     fn empty(n: usize, folded: bool) -> Self {
-        FastPlan { convs: vec![None; n], absorbed: vec![false; n], affine: vec![None; n], folded }
+        FastPlan {
+            convs: vec![None; n],
+            absorbed: vec![false; n],
+            affine: vec![None; n],
+            relu_after: vec![None; n],
+            folded,
+        }
     }
 
-    /// `(scale, shift)` of every BatchNorm that no conv absorbed.
+    /// `(scale, shift)` of every BatchNorm that no conv absorbed, and the ReLUs that such a
+    /// BatchNorm or an Add computes on the way.
     fn add_affine(&mut self, graph: &Graph, weights: &Weights) -> candle_core::Result<()> {
+        let fan_out = graph.fan_out();
+        let mut relu_of = vec![None; graph.nodes.len()];
         for (i, node) in graph.nodes.iter().enumerate() {
-            if let Op::BatchNorm2d { eps, .. } = node.op {
-                if !self.absorbed[i] {
+            if matches!(node.op, Op::Relu) && fan_out[node.inputs[0]] == 1 {
+                relu_of[node.inputs[0]] = Some(i);
+            }
+        }
+        for (i, node) in graph.nodes.iter().enumerate() {
+            if self.absorbed[i] {
+                continue;
+            }
+            match node.op {
+                Op::BatchNorm2d { eps, .. } => {
                     let (scale, shift) = bn_affine(weights, &node.name, eps)?;
                     self.affine[i] = Some((scale.to_vec1()?, shift.to_vec1()?));
                 }
+                Op::Add if node.inputs.len() == 2 => {}
+                _ => continue,
+            }
+            if let Some(r) = relu_of[i].filter(|&r| !self.absorbed[r]) {
+                self.relu_after[i] = Some(r);
+                self.absorbed[r] = true;
             }
         }
         Ok(())
@@ -191,7 +220,7 @@ pub fn run(
     x: &Tensor,
     opts: RunOptions,
 ) -> candle_core::Result<Output> {
-    run_impl(graph, weights, plan, x, opts, true)
+    run_impl(graph, weights, plan, x, opts, true, None)
 }
 
 /// `fast_conv`: convs without a plan through [`kernels::conv`] rather than Candle's own.
@@ -202,6 +231,7 @@ fn run_impl(
     x: &Tensor,
     opts: RunOptions,
     fast_conv: bool,
+    clock: Option<&dyn Fn() -> f64>,
 ) -> candle_core::Result<Output> {
     let conv = |x: &Tensor, w: &Tensor, padding: usize, stride: usize| match fast_conv {
         true => kernels::conv::conv2d(x, w, padding, stride),
@@ -217,6 +247,8 @@ fn run_impl(
     let mut bn_stats = vec![];
     values[0] = Some(x.clone());
     let param = |node: &str, p: &str| weights.tensor(&format!("{node}.{p}"));
+    let mut node_ms = vec![0.0; if clock.is_some() { graph.nodes.len() } else { 0 }];
+    let mut last = clock.map(|now| now());
     for (i, node) in graph.nodes.iter().enumerate().skip(1) {
         let input = |k: usize| -> candle_core::Result<&Tensor> {
             values[node.inputs[k]]
@@ -226,6 +258,8 @@ fn run_impl(
         if plan.is_some_and(|p| p.absorbed[i]) {
             // A fused conv already set this node's value.
         } else {
+            let relu_after = plan.and_then(|p| p.relu_after[i]);
+            let mut relu_value = None;
             let y = match &node.op {
                 Op::Input => unreachable!("only node 0 is the input"),
                 Op::Conv2d(cfg) => match plan.and_then(|p| p.convs[i].as_ref()) {
@@ -259,7 +293,9 @@ fn run_impl(
                         xhat.broadcast_mul(&per_channel(param(&node.name, "weight")?)?)?
                             .broadcast_add(&per_channel(param(&node.name, "bias")?)?)?
                     } else if let Some((scale, shift)) = plan.and_then(|p| p.affine[i].as_ref()) {
-                        kernels::channel_affine(input(0)?, scale, shift)?
+                        let (y, r) = kernels::channel_affine(input(0)?, scale, shift, relu_after.is_some())?;
+                        relu_value = r;
+                        y
                     } else {
                         let (scale, shift) = bn_affine(weights, &node.name, *eps)?;
                         input(0)?
@@ -286,6 +322,11 @@ fn run_impl(
                     let b = if *bias { Some(param(&node.name, "bias")?.clone()) } else { None };
                     candle_nn::Linear::new(w.clone(), b).forward(input(0)?)?
                 }
+                Op::Add if plan.is_some() => {
+                    let (y, r) = kernels::add(input(0)?, input(1)?, relu_after.is_some())?;
+                    relu_value = r;
+                    y
+                }
                 Op::Add => (input(0)? + input(1)?)?,
                 Op::Concat => {
                     let xs = (0..node.inputs.len()).map(input).collect::<candle_core::Result<Vec<_>>>()?;
@@ -297,6 +338,9 @@ fn run_impl(
                 values[j] = Some(y.clone());
             }
             values[i] = Some(y);
+            if let (Some(r), Some(v)) = (relu_after, relu_value) {
+                values[r] = Some(v);
+            }
         }
         if !opts.taps {
             for &j in &node.inputs {
@@ -306,10 +350,15 @@ fn run_impl(
                 }
             }
         }
+        if let (Some(now), Some(t0)) = (clock, last.as_mut()) {
+            let t = now();
+            node_ms[i] = t - *t0;
+            *t0 = t;
+        }
     }
     let logits = values[graph.output()].clone().expect("the output was just computed");
     let taps = if opts.taps { values } else { vec![] };
-    Ok(Output { logits, taps, bn_stats })
+    Ok(Output { logits, taps, bn_stats, node_ms })
 }
 
 /// A network with its weights, ready for inference.
@@ -344,10 +393,22 @@ impl Model {
         Ok(run(&self.graph, &self.weights, Some(plan), x, RunOptions::default())?.logits)
     }
 
+    /// [`Model::forward`], timed node by node with `now` (ms): where an inference spends its time.
+    pub fn forward_timed(
+        &self,
+        x: &Tensor,
+        now: &dyn Fn() -> f64,
+    ) -> candle_core::Result<(Tensor, Vec<f64>)> {
+        let plan = cached(&self.folded, || FastPlan::folded(&self.graph, &self.weights))?;
+        let out =
+            run_impl(&self.graph, &self.weights, Some(plan), x, RunOptions::default(), true, Some(now))?;
+        Ok((out.logits, out.node_ms))
+    }
+
     /// Logits layer by layer as described, with Candle's own ops (no folding, no fast kernels):
     /// the reference the fast paths are tested against.
     pub fn forward_reference(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        Ok(run_impl(&self.graph, &self.weights, None, x, RunOptions::default(), false)?.logits)
+        Ok(run_impl(&self.graph, &self.weights, None, x, RunOptions::default(), false, None)?.logits)
     }
 
     /// Logits and every layer's output (index = node id).

@@ -6,17 +6,50 @@
 //! `[in_ch·k·k, out_h·out_w]` is built row by row: for stride 1 each output row is one slice
 //! copy with the padding left as zeros, so the conv costs little more than its matmul.
 
+use std::borrow::Cow;
+
 use candle_core::{DType, Result, Tensor};
 
 use super::gemm::{matmul, Mat};
 use super::winograd::Winograd3x3;
 use super::{is_plain, with_slice, Epilogue};
 
-/// Fills `cols` (`[c·k·k, oh·ow]`, zeroed) from one image `x` (`[c, h, w]`).
-#[allow(clippy::too_many_arguments)]
-fn im2col(x: &[f32], c: usize, h: usize, w: usize, k: usize, stride: usize, pad: usize, cols: &mut [f32]) {
-    let oh = (h + 2 * pad - k) / stride + 1;
+/// The column matrix of a band of output rows is kept to about this many floats (256 KiB), so
+/// that it is still in cache when gemm reads it.
+const BAND_FLOATS: usize = 64 * 1024;
+
+/// For stride `s > 1`, each input row split into its `s` phases (columns `r, r+s, r+2s, …`, each
+/// `ceil(w/s)` long): then every im2col row segment is one contiguous copy. For stride 1, `x`.
+fn phases(x: &[f32], w: usize, stride: usize) -> Cow<'_, [f32]> {
+    if stride == 1 {
+        return Cow::Borrowed(x);
+    }
+    let pw = w.div_ceil(stride);
+    let mut ph = vec![0f32; x.len() / w * stride * pw];
+    for (src, dst) in x.chunks_exact(w).zip(ph.chunks_exact_mut(stride * pw)) {
+        for (j, v) in src.iter().enumerate() {
+            dst[(j % stride) * pw + j / stride] = *v;
+        }
+    }
+    Cow::Owned(ph)
+}
+
+/// Fills `cols` (`[c·k·k, (oy1 − oy0)·ow]`, zeroed) with output rows `oy0..oy1` of the column
+/// matrix of one image, from its [`phases`] `rows` (`[c, h, w]` split by stride).
+///
+/// Every output row of every kernel offset is one contiguous slice copy, the padding left as
+/// zeros: output column `ox` of offset `kx` reads input column `ox·s + kx − pad`, which is
+/// element `ox + d` of phase `r`, where `kx − pad = d·s + r`.
+fn im2col(
+    rows: &[f32],
+    (c, h, w): (usize, usize, usize),
+    (k, stride, pad): (usize, usize, usize),
+    (oy0, oy1): (usize, usize),
+    cols: &mut [f32],
+) {
     let ow = (w + 2 * pad - k) / stride + 1;
+    let n = (oy1 - oy0) * ow;
+    let pw = w.div_ceil(stride);
     // Output columns `ox` whose input column `ox·s + kx − pad` lies inside [0, w).
     let valid = |kx: usize| {
         let lo = pad.saturating_sub(kx).div_ceil(stride);
@@ -24,27 +57,25 @@ fn im2col(x: &[f32], c: usize, h: usize, w: usize, k: usize, stride: usize, pad:
         (lo, hi.max(lo))
     };
     for ci in 0..c {
-        let plane = &x[ci * h * w..(ci + 1) * h * w];
         for ky in 0..k {
             for kx in 0..k {
                 let row = (ci * k + ky) * k + kx;
-                let dst = &mut cols[row * oh * ow..(row + 1) * oh * ow];
+                let dst = &mut cols[row * n..(row + 1) * n];
                 let (x0, x1) = valid(kx);
-                for oy in 0..oh {
+                if x0 >= x1 {
+                    continue;
+                }
+                let q = kx as isize - pad as isize;
+                let (d, r) = (q.div_euclid(stride as isize), q.rem_euclid(stride as isize) as usize);
+                let from = (x0 as isize + d) as usize; // ≥ 0: x0 is the first valid column
+                for oy in oy0..oy1 {
                     let iy = (oy * stride + ky) as isize - pad as isize;
-                    if iy < 0 || iy >= h as isize || x0 >= x1 {
+                    if iy < 0 || iy >= h as isize {
                         continue;
                     }
-                    let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                    let out = &mut dst[oy * ow..(oy + 1) * ow];
-                    let ix0 = x0 * stride + kx - pad;
-                    if stride == 1 {
-                        out[x0..x1].copy_from_slice(&src[ix0..ix0 + (x1 - x0)]);
-                    } else {
-                        for (o, i) in out[x0..x1].iter_mut().zip(src[ix0..].iter().step_by(stride)) {
-                            *o = *i;
-                        }
-                    }
+                    let src = &rows[((ci * h + iy as usize) * stride + r) * pw..][..pw];
+                    let at = (oy - oy0) * ow;
+                    dst[at + x0..at + x1].copy_from_slice(&src[from..from + (x1 - x0)]);
                 }
             }
         }
@@ -149,16 +180,22 @@ impl PreparedConv {
         let (c, k) = (self.in_ch, self.kernel);
         let kk = c * k * k;
         let weight = Mat { data: &self.weight, rows: self.out_ch, cols: kk, stride: kk };
-        let b = if k == 1 && self.stride == 1 && self.padding == 0 {
+        if k == 1 && self.stride == 1 && self.padding == 0 {
             // A 1×1 conv is already a matmul on the NCHW layout.
-            Mat { data: x, rows: c, cols: h * w, stride: h * w }
+            matmul(weight, Mat { data: x, rows: c, cols: h * w, stride: h * w }, out, oh * ow);
         } else {
-            cols.clear();
-            cols.resize(kk * oh * ow, 0.0);
-            im2col(x, c, h, w, k, self.stride, self.padding, cols);
-            Mat { data: cols, rows: kk, cols: oh * ow, stride: oh * ow }
-        };
-        matmul(weight, b, out, oh * ow);
+            let rows = phases(x, w, self.stride);
+            let band = (BAND_FLOATS / (kk * ow)).clamp(1, oh);
+            for oy0 in (0..oh).step_by(band) {
+                let oy1 = (oy0 + band).min(oh);
+                let n = (oy1 - oy0) * ow;
+                cols.clear();
+                cols.resize(kk * n, 0.0);
+                im2col(&rows, (c, h, w), (k, self.stride, self.padding), (oy0, oy1), cols);
+                let b = Mat { data: cols, rows: kk, cols: n, stride: n };
+                matmul(weight, b, &mut out[oy0 * ow..], oh * ow);
+            }
+        }
         epi.apply(out, oh * ow);
     }
 }
@@ -194,6 +231,9 @@ mod tests {
             (4, 7, 7, 5, 1, 2, 0),
             (2, 5, 5, 3, 3, 1, 0),
             (2, 6, 5, 3, 5, 3, 2),
+            // Several bands of output rows (BAND_FLOATS).
+            (16, 40, 37, 8, 7, 2, 3),
+            (64, 30, 30, 8, 3, 2, 1),
             // Winograd (3×3, stride 1, padding 1): odd and tiny planes, edge tiles, many channels.
             (16, 7, 7, 16, 3, 1, 1),
             (3, 5, 3, 4, 3, 1, 1),

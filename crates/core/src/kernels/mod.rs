@@ -59,14 +59,21 @@ pub fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     Ok(f(&all[start..end]))
 }
 
-/// `x·scale + shift` per channel (an eval-mode BatchNorm) in one pass; `x`: plain, `[n, c, h, w]`.
-pub fn channel_affine(x: &Tensor, scale: &[f32], shift: &[f32]) -> Result<Tensor> {
+/// `x·scale + shift` per channel (an eval-mode BatchNorm) in one pass, and with `relu_too` the
+/// ReLU of that in the same pass; `x`: plain, `[n, c, h, w]`.
+pub fn channel_affine(
+    x: &Tensor,
+    scale: &[f32],
+    shift: &[f32],
+    relu_too: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
     let (n, c, h, w) = x.dims4()?;
     if scale.len() != c || shift.len() != c {
         candle_core::bail!("channel affine: {} / {} values for {c} channels", scale.len(), shift.len());
     }
     let plane = h * w;
     let mut out = vec![0f32; n * c * plane];
+    let mut relu = vec![0f32; if relu_too { out.len() } else { 0 }];
     with_slice(x, |xs| {
         for (k, (dst, src)) in out.chunks_exact_mut(plane).zip(xs.chunks_exact(plane)).enumerate() {
             let (s, b) = (scale[k % c], shift[k % c]);
@@ -74,6 +81,45 @@ pub fn channel_affine(x: &Tensor, scale: &[f32], shift: &[f32]) -> Result<Tensor
                 *d = v * s + b;
             }
         }
+        if relu_too {
+            relu_of(&out, &mut relu);
+        }
     })?;
-    Tensor::from_vec(out, (n, c, h, w), x.device())
+    pair(out, relu_too.then_some(relu), (n, c, h, w), x.device())
+}
+
+/// `a + b` (same shape, plain), and with `relu_too` its ReLU, in one pass.
+pub fn add(a: &Tensor, b: &Tensor, relu_too: bool) -> Result<(Tensor, Option<Tensor>)> {
+    if a.dims() != b.dims() {
+        candle_core::bail!("add: shapes {:?} and {:?}", a.dims(), b.dims());
+    }
+    let mut out = vec![0f32; a.elem_count()];
+    let mut relu = vec![0f32; if relu_too { out.len() } else { 0 }];
+    with_slice(a, |xa| {
+        with_slice(b, |xb| {
+            for ((d, &p), &q) in out.iter_mut().zip(xa).zip(xb) {
+                *d = p + q;
+            }
+            if relu_too {
+                relu_of(&out, &mut relu);
+            }
+        })
+    })??;
+    pair(out, relu_too.then_some(relu), a.dims(), a.device())
+}
+
+fn relu_of(x: &[f32], out: &mut [f32]) {
+    for (r, &v) in out.iter_mut().zip(x) {
+        *r = if v > 0.0 { v } else { 0.0 };
+    }
+}
+
+fn pair(
+    out: Vec<f32>,
+    relu: Option<Vec<f32>>,
+    shape: impl Into<candle_core::Shape> + Clone,
+    device: &Device,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let relu = relu.map(|r| Tensor::from_vec(r, shape.clone(), device)).transpose()?;
+    Ok((Tensor::from_vec(out, shape, device)?, relu))
 }

@@ -4,6 +4,7 @@
 
 use candle_core::{Result, Tensor};
 
+use super::simd::F32x4;
 use super::with_slice;
 use crate::ops::pool_out;
 use crate::spec::Pool;
@@ -15,29 +16,63 @@ pub fn max_pool2d(x: &Tensor, p: &Pool) -> Result<Tensor> {
         candle_core::bail!("max-pool {}×{} / {} does not fit a {h}×{w} input", p.kernel, p.kernel, p.stride);
     }
     let (oh, ow) = (pool_out(h, p), pool_out(w, p));
+    let (k, st, pad) = (p.kernel, p.stride, p.padding);
     let mut out = vec![0f32; n * c * oh * ow];
-    let mut rowmax = vec![0f32; w];
+    // The max of a window's rows, padded with −∞: window `ox` is `rowmax[ox·s .. ox·s + k]`. The
+    // tail leaves room for the last group of four outputs.
+    let mut rowmax = vec![f32::NEG_INFINITY; (ow + 4) * st + k + 8];
     with_slice(x, |xs| {
         for (plane, dst) in xs.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
             for oy in 0..oh {
                 // Rows of the window inside the plane; a window always overlaps the plane.
-                let y0 = (oy * p.stride).saturating_sub(p.padding);
-                let y1 = (oy * p.stride + p.kernel - p.padding).min(h);
-                rowmax.copy_from_slice(&plane[y0 * w..][..w]);
+                let y0 = (oy * st).saturating_sub(pad);
+                let y1 = (oy * st + k - pad).min(h);
+                let acc = &mut rowmax[pad..pad + w];
+                acc.copy_from_slice(&plane[y0 * w..][..w]);
                 for y in y0 + 1..y1 {
-                    for (m, &v) in rowmax.iter_mut().zip(&plane[y * w..][..w]) {
-                        *m = m.max(v);
+                    let row = &plane[y * w..][..w];
+                    let mut c = 0;
+                    while c + 4 <= w {
+                        F32x4::load(&acc[c..]).max(F32x4::load(&row[c..])).store(&mut acc[c..]);
+                        c += 4;
+                    }
+                    for c in c..w {
+                        acc[c] = greater(acc[c], row[c]);
                     }
                 }
-                for (ox, o) in dst[oy * ow..][..ow].iter_mut().enumerate() {
-                    let x0 = (ox * p.stride).saturating_sub(p.padding);
-                    let x1 = (ox * p.stride + p.kernel - p.padding).min(w);
-                    *o = rowmax[x0..x1].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let dst = &mut dst[oy * ow..][..ow];
+                let mut ox = 0;
+                if st == 2 {
+                    // Four windows at once: offset j of windows ox..ox+4 is every other element
+                    // from ox·2 + j on.
+                    while ox + 4 <= ow {
+                        let at = |j: usize| {
+                            let (a, b) =
+                                (F32x4::load(&rowmax[2 * ox + j..]), F32x4::load(&rowmax[2 * ox + j + 4..]));
+                            F32x4::evens(a, b)
+                        };
+                        (1..k).fold(at(0), |m, j| m.max(at(j))).store(&mut dst[ox..]);
+                        ox += 4;
+                    }
+                }
+                for (ox, o) in dst.iter_mut().enumerate().skip(ox) {
+                    *o = rowmax[ox * st + 1..ox * st + k].iter().fold(rowmax[ox * st], |a, &b| greater(a, b));
                 }
             }
         }
     })?;
     Tensor::from_vec(out, (n, c, oh, ow), x.device())
+}
+
+/// The larger of two values as a compare and select: `f32::max` is IEEE `maxNum`, several
+/// instructions in wasm.
+#[inline(always)]
+fn greater(a: f32, b: f32) -> f32 {
+    if b > a {
+        b
+    } else {
+        a
+    }
 }
 
 #[cfg(test)]

@@ -46,6 +46,11 @@ mod imp {
         pub fn relu(self) -> Self {
             F32x4(f32x4_pmax(self.0, f32x4_splat(0.0)))
         }
+        /// Lane-wise `if o > self { o } else { self }` (one instruction; no NaN handling).
+        #[inline(always)]
+        pub fn max(self, o: Self) -> Self {
+            F32x4(f32x4_pmax(self.0, o.0))
+        }
         /// Lanes 0, 2 of `a` then of `b`: the even elements of `a ++ b`.
         #[inline(always)]
         pub fn evens(a: Self, b: Self) -> Self {
@@ -114,6 +119,10 @@ mod imp {
         #[inline(always)]
         pub fn relu(self) -> Self {
             F32x4(self.0.map(|v| v.max(0.0)))
+        }
+        #[inline(always)]
+        pub fn max(self, o: Self) -> Self {
+            F32x4(std::array::from_fn(|i| if o.0[i] > self.0[i] { o.0[i] } else { self.0[i] }))
         }
         #[inline(always)]
         pub fn evens(a: Self, b: Self) -> Self {
