@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use gloo::events::{EventListener, EventListenerOptions};
+use gloo::render::{request_animation_frame, AnimationFrame};
+use gloo::timers::callback::Timeout;
 use gloo::worker::{Spawnable, WorkerBridge};
 use resnet_core::spec::{BlockKind, Graph, Op};
 use resnet_core::{find_arch, ArchInfo, Summary, ZOO};
@@ -64,9 +66,18 @@ pub enum LoadState {
 
 pub enum Msg {
     SelectModel(String),
-    Fetched { job: u32, result: Result<Vec<u8>, String> },
-    Progress { job: u32, done: f64, total: Option<f64> },
+    Fetched {
+        job: u32,
+        result: Result<Vec<u8>, String>,
+    },
+    Progress {
+        job: u32,
+        done: f64,
+        total: Option<f64>,
+    },
     Worker(Response),
+    /// The frame showing a new prediction is on screen: time to fetch and draw the maps.
+    Painted,
     WorkerPanicked(String),
     File(File),
     Sample(HtmlImageElement, String),
@@ -103,6 +114,8 @@ pub struct App {
     requested: Vec<usize>,
     selected: usize,
     error: Option<String>,
+    /// Asks for the activation maps once the prediction has been painted.
+    maps_after_paint: Option<AnimationFrame>,
     _listeners: Vec<EventListener>,
     _panic_channel: Option<(web_sys::BroadcastChannel, gloo::events::EventListener)>,
 }
@@ -298,6 +311,7 @@ impl Component for App {
             requested: vec![],
             selected,
             error: None,
+            maps_after_paint: None,
             _listeners: vec![over, drop, paste],
             _panic_channel: panic_channel,
         };
@@ -353,7 +367,12 @@ impl Component for App {
                     }
                     self.running = false;
                     self.result = Some(Rc::new(r));
-                    self.request_maps();
+                    // Drawing the maps can take a few hundred ms on a slow machine: let the
+                    // prediction reach the screen first (the timeout runs after the frame).
+                    let link = ctx.link().clone();
+                    self.maps_after_paint = Some(request_animation_frame(move |_| {
+                        Timeout::new(0, move || link.send_message(Msg::Painted)).forget();
+                    }));
                 }
                 Response::Maps { job, maps } => {
                     if job != self.run_job {
@@ -375,6 +394,10 @@ impl Component for App {
                     self.error = Some(message);
                 }
             },
+            Msg::Painted => {
+                self.maps_after_paint = None;
+                self.request_maps();
+            }
             Msg::WorkerPanicked(text) => {
                 self.error = Some(format!("the inference worker crashed ({text}); it was restarted"));
                 self.running = false;

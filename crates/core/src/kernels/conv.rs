@@ -141,14 +141,28 @@ impl PreparedConv {
         }
         let mut out = vec![0f32; n * out_len];
         let run = |xs: &[f32], res: Option<&[f32]>, out: &mut [f32]| {
-            let mut cols = vec![];
-            for (img, (x, y)) in xs.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)).enumerate() {
+            let one = |img: usize, x: &[f32], y: &mut [f32], cols: &mut Vec<f32>| {
                 let epi = Epilogue {
                     bias: self.bias.as_deref(),
                     residual: res.map(|r| &r[img * out_len..][..out_len]),
                     relu,
                 };
-                self.image(x, h, w, oh, ow, &mut cols, y, &epi);
+                self.image(x, h, w, oh, ow, cols, y, &epi);
+            };
+            // Natively, the images of a batch on all of Candle's threads (evaluation, training's
+            // validation); in the browser, one thread.
+            #[cfg(not(target_arch = "wasm32"))]
+            if n > 1 && candle_core::utils::get_num_threads() > 1 {
+                use rayon::prelude::*;
+                out.par_chunks_exact_mut(out_len)
+                    .zip(xs.par_chunks_exact(in_len))
+                    .enumerate()
+                    .for_each_init(Vec::new, |cols, (img, (y, x))| one(img, x, y, cols));
+                return;
+            }
+            let mut cols = vec![];
+            for (img, (x, y)) in xs.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)).enumerate() {
+                one(img, x, y, &mut cols);
             }
         };
         with_slice(x, |xs| match residual {
