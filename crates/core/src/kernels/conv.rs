@@ -12,7 +12,7 @@ use candle_core::{DType, Result, Tensor};
 
 use super::gemm::{matmul, Mat};
 use super::winograd::Winograd3x3;
-use super::{is_plain, with_slice, Epilogue};
+use super::{give_scratch, is_plain, take_scratch, with_slice, Epilogue};
 
 /// The column matrix of a band of output rows is kept to about this many floats (256 KiB), so
 /// that it is still in cache when gemm reads it.
@@ -141,13 +141,13 @@ impl PreparedConv {
         }
         let mut out = vec![0f32; n * out_len];
         let run = |xs: &[f32], res: Option<&[f32]>, out: &mut [f32]| {
-            let one = |img: usize, x: &[f32], y: &mut [f32], cols: &mut Vec<f32>| {
+            let one = |img: usize, x: &[f32], y: &mut [f32]| {
                 let epi = Epilogue {
                     bias: self.bias.as_deref(),
                     residual: res.map(|r| &r[img * out_len..][..out_len]),
                     relu,
                 };
-                self.image(x, h, w, oh, ow, cols, y, &epi);
+                self.image(x, h, w, oh, ow, y, &epi);
             };
             // Natively, the images of a batch on all of Candle's threads (evaluation, training's
             // validation); in the browser, one thread.
@@ -157,12 +157,11 @@ impl PreparedConv {
                 out.par_chunks_exact_mut(out_len)
                     .zip(xs.par_chunks_exact(in_len))
                     .enumerate()
-                    .for_each_init(Vec::new, |cols, (img, (y, x))| one(img, x, y, cols));
+                    .for_each(|(img, (y, x))| one(img, x, y));
                 return;
             }
-            let mut cols = vec![];
             for (img, (x, y)) in xs.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)).enumerate() {
-                one(img, x, y, &mut cols);
+                one(img, x, y);
             }
         };
         with_slice(x, |xs| match residual {
@@ -177,17 +176,7 @@ impl PreparedConv {
 
     /// One image; `cols` is scratch space for the column matrix, reused across images.
     #[allow(clippy::too_many_arguments)]
-    fn image(
-        &self,
-        x: &[f32],
-        h: usize,
-        w: usize,
-        oh: usize,
-        ow: usize,
-        cols: &mut Vec<f32>,
-        out: &mut [f32],
-        epi: &Epilogue,
-    ) {
+    fn image(&self, x: &[f32], h: usize, w: usize, oh: usize, ow: usize, out: &mut [f32], epi: &Epilogue) {
         if let Some(wino) = &self.winograd {
             return wino.forward(x, h, w, out, epi);
         }
@@ -200,15 +189,17 @@ impl PreparedConv {
         } else {
             let rows = phases(x, w, self.stride);
             let band = (BAND_FLOATS / (kk * ow)).clamp(1, oh);
+            let mut cols = take_scratch(kk * band * ow);
             for oy0 in (0..oh).step_by(band) {
                 let oy1 = (oy0 + band).min(oh);
                 let n = (oy1 - oy0) * ow;
-                cols.clear();
-                cols.resize(kk * n, 0.0);
+                let cols = &mut cols[..kk * n];
+                cols.fill(0.0); // the padding
                 im2col(&rows, (c, h, w), (k, self.stride, self.padding), (oy0, oy1), cols);
                 let b = Mat { data: cols, rows: kk, cols: n, stride: n };
                 matmul(weight, b, &mut out[oy0 * ow..], oh * ow);
             }
+            give_scratch(cols);
         }
         epi.apply(out, oh * ow);
     }

@@ -7,6 +7,8 @@ pub mod pool;
 pub mod simd;
 pub mod winograd;
 
+use std::cell::RefCell;
+
 use candle_core::{DType, Device, Result, Storage, Tensor};
 
 /// What follows a conv, applied while its output is still in cache:
@@ -41,6 +43,30 @@ impl Epilogue<'_> {
             }
         }
     }
+}
+
+thread_local! {
+    /// Scratch buffers kept between calls: a fresh multi-100-KiB allocation per conv costs
+    /// page faults and zeroing that can exceed the arithmetic of a small layer.
+    static SCRATCH: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A scratch buffer of `len` floats from this thread's pool. Its contents are arbitrary (zeros
+/// or finite values left by an earlier use): zero what must start at zero.
+fn take_scratch(len: usize) -> Vec<f32> {
+    let mut v = SCRATCH.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    v.resize(len, 0.0);
+    v
+}
+
+/// Returns a buffer from [`take_scratch`] to the pool.
+fn give_scratch(v: Vec<f32>) {
+    SCRATCH.with(|p| {
+        let mut pool = p.borrow_mut();
+        if pool.len() < 8 {
+            pool.push(v);
+        }
+    });
 }
 
 /// Whether the fast kernels can read `t` directly: f32, on the CPU, outside autograd.

@@ -1,5 +1,5 @@
-//! Four f32 lanes: wasm32 simd128 in the browser, a plain array elsewhere (which LLVM turns into
-//! SSE/AVX on its own). The hand-vectorised kernels are written once against this type.
+//! Four f32 lanes: wasm32 simd128 in the browser, SSE on x86_64, a plain array elsewhere. The
+//! hand-vectorised kernels are written once against this type.
 
 #[cfg(target_arch = "wasm32")]
 mod imp {
@@ -82,7 +82,81 @@ mod imp {
     }
 }
 
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(target_arch = "x86_64")]
+mod imp {
+    use core::arch::x86_64::*;
+
+    // SSE2 is part of x86_64: no runtime check needed.
+    #[derive(Clone, Copy)]
+    pub struct F32x4(__m128);
+
+    impl std::ops::Add for F32x4 {
+        type Output = Self;
+        #[inline(always)]
+        fn add(self, o: Self) -> Self {
+            // SAFETY: SSE2 is always present on x86_64.
+            F32x4(unsafe { _mm_add_ps(self.0, o.0) })
+        }
+    }
+
+    impl std::ops::Sub for F32x4 {
+        type Output = Self;
+        #[inline(always)]
+        fn sub(self, o: Self) -> Self {
+            // SAFETY: as above.
+            F32x4(unsafe { _mm_sub_ps(self.0, o.0) })
+        }
+    }
+
+    // SAFETY (every `unsafe` below): SSE2 is always present on x86_64, and loads and stores go
+    // through slices of at least four elements (unaligned access is allowed).
+    impl F32x4 {
+        #[inline(always)]
+        pub fn load(s: &[f32]) -> Self {
+            F32x4(unsafe { _mm_loadu_ps(s[..4].as_ptr()) })
+        }
+        #[inline(always)]
+        pub fn store(self, s: &mut [f32]) {
+            unsafe { _mm_storeu_ps(s[..4].as_mut_ptr(), self.0) }
+        }
+        #[inline(always)]
+        pub fn splat(v: f32) -> Self {
+            F32x4(unsafe { _mm_set1_ps(v) })
+        }
+        #[inline(always)]
+        pub fn relu(self) -> Self {
+            F32x4(unsafe { _mm_max_ps(self.0, _mm_setzero_ps()) })
+        }
+        #[inline(always)]
+        pub fn max(self, o: Self) -> Self {
+            F32x4(unsafe { _mm_max_ps(o.0, self.0) })
+        }
+        #[inline(always)]
+        pub fn evens(a: Self, b: Self) -> Self {
+            F32x4(unsafe { _mm_shuffle_ps::<0b10_00_10_00>(a.0, b.0) })
+        }
+        #[inline(always)]
+        pub fn odds(a: Self, b: Self) -> Self {
+            F32x4(unsafe { _mm_shuffle_ps::<0b11_01_11_01>(a.0, b.0) })
+        }
+        #[inline(always)]
+        pub fn zip_lo(a: Self, b: Self) -> Self {
+            F32x4(unsafe { _mm_unpacklo_ps(a.0, b.0) })
+        }
+        #[inline(always)]
+        pub fn zip_hi(a: Self, b: Self) -> Self {
+            F32x4(unsafe { _mm_unpackhi_ps(a.0, b.0) })
+        }
+        #[inline(always)]
+        pub fn to_array(self) -> [f32; 4] {
+            let mut a = [0f32; 4];
+            self.store(&mut a);
+            a
+        }
+    }
+}
+
+#[cfg(not(any(target_arch = "wasm32", target_arch = "x86_64")))]
 mod imp {
     #[derive(Clone, Copy)]
     pub struct F32x4([f32; 4]);

@@ -10,7 +10,7 @@
 
 use super::gemm::{matmul, Mat};
 use super::simd::F32x4;
-use super::Epilogue;
+use super::{give_scratch, take_scratch, Epilogue};
 
 /// A 3×3 kernel's weights, transformed once: `u[ξ][out][in]`, ξ = 4·row + col of the 4×4 tile.
 #[derive(Clone, Debug)]
@@ -65,13 +65,17 @@ impl Winograd3x3 {
         let rows_per_block = ((BLOCK_FLOATS / (16 * ic.max(oc))).max(MIN_BLOCK_TILES) / tw).clamp(1, th);
         // Row stride of V and M: a block's tiles, plus room for the spare lanes of its last group.
         let bs = rows_per_block * tw + 4;
-        let mut v = vec![0f32; 16 * ic * bs];
-        let mut m = vec![0f32; 16 * oc * bs];
+        // Every element of V that gemm reads is written first; M's spare columns feed only
+        // spare lanes, which are never stored: neither needs zeroing.
+        let mut v = take_scratch(16 * ic * bs);
+        let mut m = take_scratch(16 * oc * bs);
         // Bᵀ d of one tile row, 4 rows of padded width: column 0 is the left padding, and
         // everything right of the plane stays zero (the right padding and spare lanes).
         let pw = 2 * tw4 + 4;
-        let mut t = vec![0f32; 4 * pw];
-        let zeros = vec![0f32; w];
+        let mut scratch = take_scratch(4 * pw + w);
+        scratch.fill(0.0);
+        let (t, zeros) = scratch.split_at_mut(4 * pw);
+        let zeros = &*zeros;
         for ty0 in (0..th).step_by(rows_per_block) {
             let rows = rows_per_block.min(th - ty0);
             let nt = rows * tw;
@@ -80,7 +84,7 @@ impl Winograd3x3 {
                 for r in 0..rows {
                     let row = |k: usize| match (2 * (ty0 + r) + k).checked_sub(1) {
                         Some(y) if y < h => &plane[y * w..][..w],
-                        _ => &zeros[..],
+                        _ => zeros,
                     };
                     let (d0, d1, d2, d3) = (row(0), row(1), row(2), row(3));
                     let (t0, rest) = t.split_at_mut(pw);
@@ -169,5 +173,8 @@ impl Winograd3x3 {
                 }
             }
         }
+        give_scratch(v);
+        give_scratch(m);
+        give_scratch(scratch);
     }
 }
