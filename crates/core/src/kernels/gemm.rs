@@ -59,7 +59,7 @@ fn parallelism(work: usize) -> gemm::Parallelism {
     #[cfg(not(target_arch = "wasm32"))]
     {
         let threads = candle_core::utils::get_num_threads();
-        if threads > 1 && work >= 1 << 18 {
+        if threads > 1 && work >= 1 << 18 && rayon::current_thread_index().is_none() {
             return gemm::Parallelism::Rayon(threads);
         }
     }

@@ -69,6 +69,39 @@ fn give_scratch(v: Vec<f32>) {
     });
 }
 
+/// Whether splitting `work` (multiply-adds, roughly) among threads pays: natively, with more
+/// than one of Candle's threads, outside a parallel section (no nesting), and enough of it.
+pub(crate) fn worth_parallel(work: usize) -> bool {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        candle_core::utils::get_num_threads() > 1
+            && rayon::current_thread_index().is_none()
+            && work >= 1 << 17
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = work;
+        false
+    }
+}
+
+/// `f(i, chunk)` for the `i`-th `chunk`-sized piece of `data`, on rayon's threads when `parallel`.
+pub(crate) fn for_chunks(
+    data: &mut [f32],
+    chunk: usize,
+    parallel: bool,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
+    #[cfg(not(target_arch = "wasm32"))]
+    if parallel {
+        use rayon::prelude::*;
+        data.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+        return;
+    }
+    let _ = parallel;
+    data.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+}
+
 /// Whether the fast kernels can read `t` directly: f32, on the CPU, outside autograd.
 pub fn is_plain(t: &Tensor) -> bool {
     t.dtype() == DType::F32 && matches!(t.device(), Device::Cpu) && !t.track_op()

@@ -10,7 +10,7 @@
 
 use super::gemm::{matmul, Mat};
 use super::simd::F32x4;
-use super::{give_scratch, take_scratch, Epilogue};
+use super::{for_chunks, give_scratch, take_scratch, worth_parallel, Epilogue};
 
 /// A 3×3 kernel's weights, transformed once: `u[ξ][out][in]`, ξ = 4·row + col of the 4×4 tile.
 #[derive(Clone, Debug)]
@@ -65,21 +65,24 @@ impl Winograd3x3 {
         let rows_per_block = ((BLOCK_FLOATS / (16 * ic.max(oc))).max(MIN_BLOCK_TILES) / tw).clamp(1, th);
         // Row stride of V and M: a block's tiles, plus room for the spare lanes of its last group.
         let bs = rows_per_block * tw + 4;
-        // Every element of V that gemm reads is written first; M's spare columns feed only
-        // spare lanes, which are never stored: neither needs zeroing.
+        // V: `[in_ch][16][bs]`, M: `[16][out_ch][bs]`. Every element of V that gemm reads is
+        // written first; M's spare columns feed only spare lanes, which are never stored:
+        // neither needs zeroing.
         let mut v = take_scratch(16 * ic * bs);
         let mut m = take_scratch(16 * oc * bs);
+        // Natively with several threads: channels, products and output planes split among them.
+        let par = worth_parallel(16 * ic * oc * bs);
         // Bᵀ d of one tile row, 4 rows of padded width: column 0 is the left padding, and
         // everything right of the plane stays zero (the right padding and spare lanes).
         let pw = 2 * tw4 + 4;
-        let mut scratch = take_scratch(4 * pw + w);
-        scratch.fill(0.0);
-        let (t, zeros) = scratch.split_at_mut(4 * pw);
-        let zeros = &*zeros;
         for ty0 in (0..th).step_by(rows_per_block) {
             let rows = rows_per_block.min(th - ty0);
             let nt = rows * tw;
-            for ci in 0..ic {
+            for_chunks(&mut v, 16 * bs, par, |ci, vc| {
+                let mut scratch = take_scratch(4 * pw + w);
+                scratch.fill(0.0);
+                let (t, zeros) = scratch.split_at_mut(4 * pw);
+                let zeros = &*zeros;
                 let plane = &x[ci * h * w..][..h * w];
                 for r in 0..rows {
                     let row = |k: usize| match (2 * (ty0 + r) + k).checked_sub(1) {
@@ -104,26 +107,28 @@ impl Winograd3x3 {
                             let (c, d) = (F32x4::load(&ti[2 * tx + 2..]), F32x4::load(&ti[2 * tx + 6..]));
                             let (e0, e1) = (F32x4::evens(a, b), F32x4::odds(a, b));
                             let (e2, e3) = (F32x4::evens(c, d), F32x4::odds(c, d));
-                            let at = |s: usize| ((i * 4 + s) * ic + ci) * bs + r * tw + tx;
-                            (e0 - e2).store(&mut v[at(0)..]);
-                            (e1 + e2).store(&mut v[at(1)..]);
-                            (e2 - e1).store(&mut v[at(2)..]);
-                            (e1 - e3).store(&mut v[at(3)..]);
+                            let at = |s: usize| (i * 4 + s) * bs + r * tw + tx;
+                            (e0 - e2).store(&mut vc[at(0)..]);
+                            (e1 + e2).store(&mut vc[at(1)..]);
+                            (e2 - e1).store(&mut vc[at(2)..]);
+                            (e1 - e3).store(&mut vc[at(3)..]);
                         }
                     }
                 }
-            }
-            for xi in 0..16 {
+                give_scratch(scratch);
+            });
+            let v = &v;
+            for_chunks(&mut m, oc * bs, par, |xi, mc| {
                 matmul(
                     Mat { data: &self.u[xi * oc * ic..][..oc * ic], rows: oc, cols: ic, stride: ic },
-                    Mat { data: &v[xi * ic * bs..][..ic * bs], rows: ic, cols: nt, stride: bs },
-                    &mut m[xi * oc * bs..][..oc * bs],
+                    Mat { data: &v[xi * bs..], rows: ic, cols: nt, stride: 16 * bs },
+                    mc,
                     bs,
                 );
-            }
-            for o in 0..oc {
+            });
+            let m = &m;
+            for_chunks(out, h * w, par, |o, dst| {
                 let bias = F32x4::splat(epi.bias.map_or(0.0, |b| b[o]));
-                let dst = &mut out[o * h * w..][..h * w];
                 let res = epi.residual.map(|r| &r[o * h * w..][..h * w]);
                 for r in 0..rows {
                     let ty = ty0 + r;
@@ -171,10 +176,9 @@ impl Winograd3x3 {
                         }
                     }
                 }
-            }
+            });
         }
         give_scratch(v);
         give_scratch(m);
-        give_scratch(scratch);
     }
 }
