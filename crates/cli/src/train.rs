@@ -468,13 +468,15 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
                 weights.save(&out.join("best.safetensors"), Some(meta))?;
             }
         }
+        // The next epoch starts from zero sums, in the checkpoint too: a run resumed from it
+        // must not count this epoch's batches again.
         state.epochs_done = epoch + 1;
         state.batches_done = 0;
-        save_checkpoint(out, &trainer, &mut state, Some(&weights))?;
         state.loss_sum = 0.0;
         state.correct = 0;
         state.seen = 0;
         state.train_seconds = 0.0;
+        save_checkpoint(out, &trainer, &mut state, Some(&weights))?;
         let val_text = match (m.val_loss, m.val_acc) {
             (Some(l), Some(a)) => format!(", val loss {l:.4} acc {:.2}%", a * 100.0),
             _ => String::new(),

@@ -34,3 +34,19 @@ fn fast_paths_equal_reference_on_the_zoo() {
         assert!(taps <= tol, "{}: forward_taps differs by {taps} (tolerance {tol})", arch.name);
     }
 }
+
+/// The timed forward (the benchmark's profile) computes the same logits and times every node.
+#[test]
+fn timed_forward_times_every_node() {
+    let dev = Device::Cpu;
+    let model = Model::random(resnet_core::find_arch("cifar-resnet20").unwrap(), 5, &dev).unwrap();
+    let s = model.graph.input;
+    let x = Tensor::randn(0f32, 1.0, (1, s.c, s.h, s.w), &dev).unwrap();
+    let start = std::time::Instant::now();
+    let now = || start.elapsed().as_secs_f64() * 1e3;
+    let (logits, ms) = model.forward_timed(&x, &now).unwrap();
+    assert_eq!(max_diff(&logits, &model.forward(&x).unwrap()), 0.0);
+    assert_eq!(ms.len(), model.graph.nodes.len());
+    assert!(ms.iter().all(|&t| t >= 0.0));
+    assert!(ms.iter().sum::<f64>() <= now(), "node times add up to at most the whole pass");
+}
