@@ -1,10 +1,12 @@
-//! 2-D convolution as im2col + one gemm per image, with an im2col that copies whole rows.
+//! 2-D convolution for inference: a [`PreparedConv`] holds a conv's weights laid out once, runs
+//! 3×3 stride-1 padding-1 kernels by Winograd ([`super::winograd`]) and everything else as
+//! im2col + gemm, and applies bias, residual add and ReLU while the output is in cache.
 //!
 //! Candle's CPU conv gathers the im2col matrix one element at a time through strided index
-//! arithmetic; on ResNet-sized layers that gather, not the gemm, takes most of the conv's time
-//! (bench/results.md, "where the time goes"). Here the column matrix
-//! `[in_ch·k·k, out_h·out_w]` is built row by row: for stride 1 each output row is one slice
-//! copy with the padding left as zeros, so the conv costs little more than its matmul.
+//! arithmetic; on ResNet-sized layers that gather, not the gemm, took most of the conv's time.
+//! Here the column matrix `[in_ch·k·k, out_h·out_w]` is built a band of output rows at a time
+//! (so it is still in cache when gemm reads it), each row segment one slice copy with the
+//! padding left as zeros.
 
 use std::borrow::Cow;
 
