@@ -87,11 +87,14 @@ impl BenchModel {
 
 /// Which part of the fast path a node runs on, for the profile's groups.
 fn kind(op: &resnet_core::spec::Op) -> &'static str {
+    use resnet_core::kernels::conv::ConvPath;
     use resnet_core::spec::Op;
     match op {
-        Op::Conv2d(c) if c.kernel == 3 && c.stride == 1 && c.padding == 1 => "conv_winograd",
-        Op::Conv2d(c) if c.kernel == 1 && c.stride == 1 && c.padding == 0 => "conv_1x1",
-        Op::Conv2d(_) => "conv_im2col",
+        Op::Conv2d(c) => match ConvPath::of(c.kernel, c.stride, c.padding) {
+            ConvPath::Winograd => "conv_winograd",
+            ConvPath::Pointwise => "conv_1x1",
+            ConvPath::Im2col => "conv_im2col",
+        },
         Op::MaxPool2d(_) | Op::AvgPool2d(_) | Op::AdaptiveAvgPool2d { .. } => "pooling",
         Op::BatchNorm2d { .. } | Op::Relu | Op::Add | Op::ShortcutA { .. } => "bn_relu_add",
         Op::Linear { .. } => "linear",

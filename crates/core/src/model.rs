@@ -59,6 +59,13 @@ pub struct FusedConv {
     pub absorbs: Vec<NodeId>,
 }
 
+impl FusedConv {
+    /// A conv that absorbs nothing.
+    fn alone(conv: PreparedConv) -> Self {
+        FusedConv { conv, residual: None, relu: false, absorbs: vec![] }
+    }
+}
+
 /// How the CPU fast path runs a graph: every conv prepared once ([`PreparedConv`]). A folded
 /// plan (inference) also folds each conv's BatchNorm into its weights,
 /// `bn(conv(x, W)) = conv(x, W·s) + (β − μ·s)` with `s = γ / sqrt(σ² + ε)`, and fuses the
@@ -98,12 +105,7 @@ impl FastPlan {
             let bias = weights.get(&format!("{}.bias", node.name));
             let bn = only(i).filter(|&j| matches!(graph.nodes[j].op, Op::BatchNorm2d { .. }));
             let Some(bn) = bn else {
-                plan.convs[i] = Some(FusedConv {
-                    conv: PreparedConv::new(weight, bias, c.padding, c.stride)?,
-                    residual: None,
-                    relu: false,
-                    absorbs: vec![],
-                });
+                plan.convs[i] = Some(FusedConv::alone(PreparedConv::new(weight, bias, c.padding, c.stride)?));
                 continue;
             };
             let Op::BatchNorm2d { eps, .. } = graph.nodes[bn].op else { unreachable!("matched above") };
@@ -187,8 +189,7 @@ impl FastPlan {
             let Op::Conv2d(c) = &node.op else { continue };
             let weight = weights.tensor(&format!("{}.weight", node.name))?;
             let bias = weights.get(&format!("{}.bias", node.name));
-            let conv = PreparedConv::new(weight, bias, c.padding, c.stride)?;
-            plan.convs[i] = Some(FusedConv { conv, residual: None, relu: false, absorbs: vec![] });
+            plan.convs[i] = Some(FusedConv::alone(PreparedConv::new(weight, bias, c.padding, c.stride)?));
         }
         plan.add_affine(graph, weights)?;
         Ok(plan)

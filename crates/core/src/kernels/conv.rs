@@ -84,6 +84,27 @@ fn im2col(
     }
 }
 
+/// Which kernel a conv runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvPath {
+    /// 3×3, stride 1, padding 1: Winograd F(2×2, 3×3).
+    Winograd,
+    /// 1×1, stride 1, no padding: one gemm on the NCHW layout.
+    Pointwise,
+    /// Anything else: im2col + gemm.
+    Im2col,
+}
+
+impl ConvPath {
+    pub fn of(kernel: usize, stride: usize, padding: usize) -> Self {
+        match (kernel, stride, padding) {
+            (3, 1, 1) => ConvPath::Winograd,
+            (1, 1, 0) => ConvPath::Pointwise,
+            _ => ConvPath::Im2col,
+        }
+    }
+}
+
 /// A convolution ready to run: weights laid out once (Winograd-transformed for 3×3 stride-1
 /// padding-1 kernels), bias from a folded BatchNorm. Square kernels, no dilation or groups.
 #[derive(Clone, Debug)]
@@ -114,8 +135,8 @@ impl PreparedConv {
                 bias.map_or(0, |b| b.len())
             );
         }
-        let winograd =
-            (kernel == 3 && stride == 1 && padding == 1).then(|| Winograd3x3::new(&weight, out_ch, in_ch));
+        let winograd = (ConvPath::of(kernel, stride, padding) == ConvPath::Winograd)
+            .then(|| Winograd3x3::new(&weight, out_ch, in_ch));
         Ok(PreparedConv { out_ch, in_ch, kernel, stride, padding, weight, bias, winograd })
     }
 
@@ -185,7 +206,7 @@ impl PreparedConv {
         let (c, k) = (self.in_ch, self.kernel);
         let kk = c * k * k;
         let weight = Mat { data: &self.weight, rows: self.out_ch, cols: kk, stride: kk };
-        if k == 1 && self.stride == 1 && self.padding == 0 {
+        if ConvPath::of(k, self.stride, self.padding) == ConvPath::Pointwise {
             // A 1×1 conv is already a matmul on the NCHW layout.
             matmul(weight, Mat { data: x, rows: c, cols: h * w, stride: h * w }, out, oh * ow);
         } else {

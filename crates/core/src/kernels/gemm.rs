@@ -56,14 +56,12 @@ pub fn matmul(a: Mat, b: Mat, c: &mut [f32], ldc: usize) {
 
 /// Candle's thread setting (RAYON_NUM_THREADS), for products big enough to split.
 fn parallelism(work: usize) -> gemm::Parallelism {
+    let threads = super::free_threads();
     #[cfg(not(target_arch = "wasm32"))]
-    {
-        let threads = candle_core::utils::get_num_threads();
-        if threads > 1 && work >= 1 << 18 && rayon::current_thread_index().is_none() {
-            return gemm::Parallelism::Rayon(threads);
-        }
+    if threads > 1 && work >= 1 << 18 {
+        return gemm::Parallelism::Rayon(threads);
     }
-    let _ = work;
+    let _ = (threads, work);
     gemm::Parallelism::None
 }
 

@@ -69,20 +69,19 @@ fn give_scratch(v: Vec<f32>) {
     });
 }
 
-/// Whether splitting `work` (multiply-adds, roughly) among threads pays: natively, with more
-/// than one of Candle's threads, outside a parallel section (no nesting), and enough of it.
-pub(crate) fn worth_parallel(work: usize) -> bool {
+/// Threads a kernel may use now: natively Candle's thread count, except inside a parallel
+/// section (no nesting); one in the browser.
+pub(crate) fn free_threads() -> usize {
     #[cfg(not(target_arch = "wasm32"))]
-    {
-        candle_core::utils::get_num_threads() > 1
-            && rayon::current_thread_index().is_none()
-            && work >= 1 << 17
+    if rayon::current_thread_index().is_none() {
+        return candle_core::utils::get_num_threads();
     }
-    #[cfg(target_arch = "wasm32")]
-    {
-        let _ = work;
-        false
-    }
+    1
+}
+
+/// Whether splitting `work` (multiply-adds, roughly) among threads pays.
+pub(crate) fn worth_parallel(work: usize) -> bool {
+    free_threads() > 1 && work >= 1 << 17
 }
 
 /// `f(i, chunk)` for the `i`-th `chunk`-sized piece of `data`, on rayon's threads when `parallel`.
