@@ -1,23 +1,6 @@
-//! Numbers and tables for people.
+//! Plain-text tables; the numbers in them come from `resnet_core::format`.
 
-/// `1234567` → `1,234,567` (shared with the explorer's table).
-pub use resnet_core::spec::thousands;
-
-/// `4089184256` → `4.09 G`, `269722` → `269.72 k`.
-pub fn si(n: u64) -> String {
-    let x = n as f64;
-    match n {
-        0..=999 => n.to_string(),
-        1_000..=999_999 => format!("{:.2} k", x / 1e3),
-        1_000_000..=999_999_999 => format!("{:.2} M", x / 1e6),
-        _ => format!("{:.2} G", x / 1e9),
-    }
-}
-
-/// Bytes in MiB with two decimals.
-pub fn mib(bytes: u64) -> String {
-    format!("{:.2} MiB", bytes as f64 / (1024.0 * 1024.0))
-}
+pub use resnet_core::format::{mib, si, thousands};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Align {
@@ -95,17 +78,6 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn separators_and_units() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(25_557_032), "25,557,032");
-        assert_eq!(si(4_089_184_256), "4.09 G");
-        assert_eq!(si(269_722), "269.72 k");
-        assert_eq!(mib(58 * 1024 * 1024), "58.00 MiB");
-    }
 
     #[test]
     fn columns_align() {

@@ -87,10 +87,10 @@ pub fn class_labels(model: &Model, labels: Option<&PathBuf>) -> Result<Vec<Strin
 
 /// The `k` most probable classes of one row of probabilities.
 pub fn top_k(probs: &[f32], labels: &[String], k: usize) -> Vec<Ranked> {
-    let mut order: Vec<usize> = (0..probs.len()).collect();
-    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-    order.truncate(k);
-    order.into_iter().map(|i| Ranked { index: i, label: labels[i].clone(), prob: probs[i] }).collect()
+    resnet_core::format::top_k(probs, k)
+        .into_iter()
+        .map(|(i, prob)| Ranked { index: i, label: labels[i].clone(), prob })
+        .collect()
 }
 
 /// Images per forward pass (bounded memory for large nets and many images).

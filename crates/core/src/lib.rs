@@ -3,6 +3,7 @@
 //! table and the diagram; weights use PyTorch's names.
 
 pub mod arch;
+pub mod format;
 pub mod kernels;
 pub mod model;
 pub mod ops;

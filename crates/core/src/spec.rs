@@ -315,19 +315,6 @@ pub struct Summary {
     pub activation_bytes: u64,
 }
 
-/// Layer-table numbers for people: `1234567` → `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn out_size(n: usize, k: usize, s: usize, p: usize, ceil: bool) -> Result<usize, String> {
     let padded = n + 2 * p;
     if k > padded {

@@ -117,14 +117,6 @@ pub fn rgb_to_rgba(rgb: &[u8]) -> Vec<u8> {
     rgb.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect()
 }
 
-/// The `k` largest probabilities, best first.
-pub fn top_k(probs: &[f32], k: usize) -> Vec<(usize, f32)> {
-    let mut idx: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
-    idx.sort_by(|a, b| b.1.total_cmp(&a.1));
-    idx.truncate(k);
-    idx
-}
-
 /// The output-size formula with the layer's numbers filled in, e.g.
 /// `(32 − 3 + 2·1)/1 + 1 = 32`. Height only when the map is square.
 pub fn formula(node: &Node, row: &LayerRow) -> Option<String> {
@@ -153,18 +145,7 @@ pub fn formula(node: &Node, row: &LayerRow) -> Option<String> {
     }
 }
 
-pub use resnet_core::spec::thousands;
-
-/// Compact count: `40.55 M`, `4.09 G`.
-pub fn si(n: u64) -> String {
-    let n = n as f64;
-    match n {
-        n if n >= 1e9 => format!("{:.2} G", n / 1e9),
-        n if n >= 1e6 => format!("{:.2} M", n / 1e6),
-        n if n >= 1e3 => format!("{:.1} k", n / 1e3),
-        n => format!("{n}"),
-    }
-}
+pub use resnet_core::format::{si, thousands, top_k};
 
 #[cfg(test)]
 mod tests {
