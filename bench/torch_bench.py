@@ -6,15 +6,12 @@ CONFIG: {"threads", "runs": [{"model", "batch", "input", "weights"?, "logits_out
 "max_iters", "budget_s", "warmup"}
 """
 import json
-import os
 import sys
 import time
 
 import numpy as np
 
-# The CUDA stand-ins (torch_stubs.py) define only the symbols with a version; bind lazily.
-sys.setdlopenflags(os.RTLD_LAZY | os.RTLD_GLOBAL)
-import torch  # noqa: E402
+import torch  # with bench/.venv/cuda-stubs (torch_stubs.py) on LD_LIBRARY_PATH
 from torch import nn
 import torch.nn.functional as F
 
