@@ -2,7 +2,7 @@
 //! that stay inside wasm so the page's timer measures our code, not the JS boundary.
 
 use candle_core::{Device, Tensor};
-use resnet_core::{find_arch, Model, Weights};
+use resnet_core::{find_arch, Model, WeightsSource};
 use wasm_bindgen::prelude::*;
 
 fn js(e: impl std::fmt::Display) -> JsError {
@@ -34,14 +34,11 @@ impl BenchModel {
     pub fn new(arch: &str, weights: Option<Vec<u8>>) -> Result<BenchModel, JsError> {
         let arch = find_arch(arch).map_err(js)?;
         let device = Device::Cpu;
-        let model = match weights {
-            Some(bytes) => {
-                let graph = arch.graph();
-                let w = Weights::from_safetensors(&bytes, &graph, arch.name, &device).map_err(js)?;
-                Model::new(arch, graph, w)
-            }
-            None => Model::random(arch, 0, &device).map_err(js)?,
+        let source = match &weights {
+            Some(bytes) => WeightsSource::Bytes(bytes),
+            None => WeightsSource::Random(0),
         };
+        let model = Model::load(arch, source, &device).map_err(js)?;
         Ok(BenchModel { model, input: None })
     }
 
@@ -85,76 +82,6 @@ impl BenchModel {
     }
 }
 
-/// Which part of the fast path a node runs on, for the profile's groups.
-fn kind(op: &resnet_core::spec::Op) -> &'static str {
-    use resnet_core::kernels::conv::ConvPath;
-    use resnet_core::spec::Op;
-    match op {
-        Op::Conv2d(c) => match ConvPath::of(c.kernel, c.stride, c.padding) {
-            ConvPath::Winograd => "conv_winograd",
-            ConvPath::Pointwise => "conv_1x1",
-            ConvPath::Im2col => "conv_im2col",
-        },
-        Op::MaxPool2d(_) | Op::AvgPool2d(_) | Op::AdaptiveAvgPool2d { .. } => "pooling",
-        Op::BatchNorm2d { .. } | Op::Relu | Op::Add | Op::ShortcutA { .. } => "bn_relu_add",
-        Op::Linear { .. } => "linear",
-        _ => "other",
-    }
-}
-
-/// Where an inference spends its time: [`Model::forward`] timed node by node
-/// ([`Model::forward_timed`]), the median of `reps` passes per node, grouped by kernel. A conv's
-/// time includes the BatchNorm, residual add and ReLU fused into it. `conv_gflops` counts a
-/// conv's direct multiply-adds (2·MACs), so Winograd's saving shows as a higher rate. `now()` is
-/// a millisecond clock (performance.now in the browser, Instant natively).
-pub fn profile_forward(model: &Model, reps: usize, now: &dyn Fn() -> f64) -> candle_core::Result<String> {
-    use resnet_core::spec::Op;
-    let dev = Device::Cpu;
-    let g = &model.graph;
-    let x = Tensor::randn(0f32, 1f32, (1, g.input.c, g.input.h, g.input.w), &dev)?;
-    model.forward(&x)?;
-    let reps = reps.max(1);
-    let mut per_node = vec![vec![]; g.nodes.len()];
-    let mut totals = vec![];
-    for _ in 0..reps {
-        let t0 = now();
-        let (_, ms) = model.forward_timed(&x, now)?;
-        totals.push(now() - t0);
-        for (v, t) in per_node.iter_mut().zip(ms) {
-            v.push(t);
-        }
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
-    let summary = g.summary(None).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-    let mut groups: Vec<(&str, f64)> = vec![];
-    let (mut conv_ms, mut conv_macs) = (0.0, 0u64);
-    let mut layers = vec![];
-    for (i, node) in g.nodes.iter().enumerate().skip(1) {
-        let ms = median(&mut per_node[i]);
-        let k = kind(&node.op);
-        match groups.iter_mut().find(|(name, _)| *name == k) {
-            Some((_, t)) => *t += ms,
-            None => groups.push((k, ms)),
-        }
-        if let Op::Conv2d(_) = node.op {
-            conv_ms += ms;
-            conv_macs += summary.layers.iter().find(|r| r.name == node.name).map_or(0, |r| r.macs);
-        }
-        layers.push(format!("{{\"layer\":\"{}\",\"kind\":\"{k}\",\"ms\":{ms:.4}}}", node.name));
-    }
-    let groups: Vec<String> = groups.iter().map(|(k, t)| format!("\"{k}\":{t:.4}")).collect();
-    Ok(format!(
-        "{{\"forward_ms\":{:.4},\"by_kind\":{{{}}},\"conv_ms\":{conv_ms:.4},\"conv_gflops\":{:.2},\"layers\":[{}]}}",
-        median(&mut totals),
-        groups.join(","),
-        2.0 * conv_macs as f64 / (conv_ms.max(1e-9) * 1e6),
-        layers.join(",")
-    ))
-}
-
 #[wasm_bindgen]
 extern "C" {
     #[wasm_bindgen(js_namespace = performance, js_name = now)]
@@ -163,8 +90,9 @@ extern "C" {
 
 #[wasm_bindgen]
 impl BenchModel {
-    /// [`profile_forward`] in the browser, as JSON.
+    /// [`resnet_core::profile::profile_forward`] in the browser, as JSON.
     pub fn profile(&self, reps: usize) -> Result<String, JsError> {
-        profile_forward(&self.model, reps, &performance_now).map_err(js)
+        let p = resnet_core::profile::profile_forward(&self.model, reps, &performance_now).map_err(js)?;
+        serde_json::to_string(&p).map_err(js)
     }
 }

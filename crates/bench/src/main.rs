@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use resnet_core::{find_arch, Model, Weights};
-use serde_json::json;
+use resnet_core::{find_arch, Model, WeightsSource};
+use serde::Serialize;
 
 const USAGE: &str = "usage: resnet-bench --model NAME [--weights FILE.safetensors] [--batch N] \
 [--input FILE.f32] [--mode fast|taps|reference|profile] [--warmup N] [--min-iters N] [--max-iters N] \
@@ -79,6 +79,24 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
+/// What one run prints (a timed loop); `--mode profile` prints a [`resnet_core::profile::Profile`].
+#[derive(Serialize)]
+struct Timing<'a> {
+    model: &'a str,
+    mode: &'a str,
+    batch: usize,
+    /// rayon's pool and Candle's thread count: both must equal `RAYON_NUM_THREADS`.
+    rayon_threads: usize,
+    candle_threads: usize,
+    /// CPU time / wall time of the timed loop: ≈ 1 for one thread, up to 2 for two.
+    cpu_per_wall: f64,
+    iters: usize,
+    median_ms: f64,
+    min_ms: f64,
+    p90_ms: f64,
+    gflops: f64,
+}
+
 /// CPU time of the whole process (all threads), seconds.
 fn process_cpu_s() -> f64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -107,18 +125,16 @@ fn run() -> Result<(), String> {
     let e = |e: candle_core::Error| e.to_string();
     let arch = find_arch(&a.model).map_err(|e| e.to_string())?;
     let device = Device::Cpu;
-    let model = match &a.weights {
-        Some(path) => {
-            let graph = arch.graph();
-            let weights = Weights::load(path, &graph, arch.name, &device).map_err(|e| e.to_string())?;
-            Model::new(arch, graph, weights)
-        }
-        None => Model::random(arch, 0, &device).map_err(e)?,
+    let source = match &a.weights {
+        Some(path) => WeightsSource::File(path),
+        None => WeightsSource::Random(0),
     };
+    let model = Model::load(arch, source, &device).map_err(|e| e.to_string())?;
     if a.mode == "profile" {
         let t0 = Instant::now();
         let now = || t0.elapsed().as_secs_f64() * 1e3;
-        println!("{}", resnet_bench_wasm::profile_forward(&model, a.min_iters, &now).map_err(e)?);
+        let profile = resnet_core::profile::profile_forward(&model, a.min_iters, &now).map_err(e)?;
+        println!("{}", serde_json::to_string(&profile).map_err(|e| e.to_string())?);
         return Ok(());
     }
     let s = model.graph.input;
@@ -174,22 +190,20 @@ fn run() -> Result<(), String> {
     }
     let macs = model.graph.summary(None).map_err(|e| e.to_string())?.total_macs;
     let median_ms = median(&times);
-    println!(
-        "{}",
-        json!({
-            "model": a.model,
-            "mode": a.mode,
-            "batch": a.batch,
-            "rayon_threads": rayon::current_num_threads(),
-            "candle_threads": candle_core::utils::get_num_threads(),
-            "cpu_per_wall": cpu / wall,
-            "iters": times.len(),
-            "median_ms": median_ms,
-            "min_ms": times[0],
-            "p90_ms": quantile(&times, 0.9),
-            "gflops": 2.0 * macs as f64 * a.batch as f64 / (median_ms * 1e6),
-        })
-    );
+    let timing = Timing {
+        model: &a.model,
+        mode: &a.mode,
+        batch: a.batch,
+        rayon_threads: rayon::current_num_threads(),
+        candle_threads: candle_core::utils::get_num_threads(),
+        cpu_per_wall: cpu / wall,
+        iters: times.len(),
+        median_ms,
+        min_ms: times[0],
+        p90_ms: quantile(&times, 0.9),
+        gflops: 2.0 * macs as f64 * a.batch as f64 / (median_ms * 1e6),
+    };
+    println!("{}", serde_json::to_string(&timing).map_err(|e| e.to_string())?);
     Ok(())
 }
 

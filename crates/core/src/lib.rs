@@ -8,6 +8,7 @@ pub mod kernels;
 pub mod model;
 pub mod ops;
 pub mod preprocess;
+pub mod profile;
 pub mod rng;
 pub mod spec;
 pub mod train;
