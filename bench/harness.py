@@ -20,6 +20,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from report import markdown
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 SHARED = (REPO / ".." / "shared").resolve()
@@ -197,7 +199,7 @@ def native(models, threads_list, batches, it):
 
 
 def summarize_profile(p):
-    """Node-by-node profile of the fast forward (crates/bench-wasm profile_forward)."""
+    """Node-by-node profile of the fast forward (resnet_core::profile, from either bench)."""
     p["conv_share_of_forward"] = p["conv_ms"] / p["forward_ms"]
     return p
 
@@ -296,84 +298,6 @@ def page(quick):
     out["first_prediction_ms"] = statistics.median(x["first_prediction_ms"] for x in loads)
     out["loads"] = loads
     return out
-
-
-def fmt(v, digits=2):
-    if v is None:
-        return "—"
-    if isinstance(v, str):
-        return v
-    return f"{v:.{digits}f}"
-
-
-def markdown(res):
-    lines = [
-        f"Measured {res['date']} on {res['cpu']}; {res['browser']}; onnxruntime {res['versions']['onnxruntime']}, "
-        f"onnxruntime-web {res['versions'].get('onnxruntime_web') or '?'}, PyTorch {res['versions'].get('torch') or 'unavailable'}. "
-        f"Load average {res['load_average']['start'][0]:.1f} → {res['load_average']['end'][0]:.1f} on {os.cpu_count()} cores. "
-        f"Medians in ms; ratio = ours / anchor (lower is better).{' **--quick run: smoke test, not a measurement.**' if res['quick'] else ''}",
-        "",
-        "**Browser** (wasm32 + simd128, 1 thread, batch 1; onnxruntime-web wasm EP, SIMD, numThreads = 1)",
-        "",
-        "| model | ours | ours, all taps | onnxruntime-web | ours / ORT-web | taps / plain | ours, gemm scalar | GFLOP/s ours / ORT-web |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for m, r in res["wasm"].items():
-        lines.append(
-            f"| {m} | {fmt(r['ours_ms'])} | {fmt(r['ours_taps_ms'])} | {fmt(r['ort_ms'])} | **{fmt(r['ratio'])}×** | "
-            f"{fmt(r['taps_ratio'])}× | {fmt(r['ours_gemm_scalar_ms'])} | {fmt(r['ours_gflops'], 1)} / {fmt(r['ort_gflops'], 1)} |"
-        )
-    lines += [
-        "",
-        "**Where the time goes** (our forward timed node by node, batch 1, 1 thread, median per node; ms. A conv includes the "
-        "BatchNorm, residual add and ReLU fused into it; conv GFLOP/s counts direct-convolution MACs, so Winograd's saving "
-        "shows as a higher rate. Per layer in results.json)",
-        "",
-        "| model | where | forward | 3×3 stride-1 convs (Winograd) | other convs (im2col + gemm) | 1×1 convs (gemm) | pooling | "
-        "unfused BN / ReLU / add | linear + other | conv GFLOP/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for where, profs in (("wasm", {m: r["profile"] for m, r in res["wasm"].items()}), ("native", res.get("native_profile", {}))):
-        for m, p in profs.items():
-            k = p["by_kind"]
-            lines.append(
-                f"| {m} | {where} | {fmt(p['forward_ms'])} | {fmt(k.get('conv_winograd', 0))} | {fmt(k.get('conv_im2col', 0))} | "
-                f"{fmt(k.get('conv_1x1', 0))} | {fmt(k.get('pooling', 0))} | {fmt(k.get('bn_relu_add', 0))} | "
-                f"{fmt(k.get('linear', 0) + k.get('other', 0))} | {fmt(p['conv_gflops'], 1)} |"
-            )
-    lines += [
-        "",
-        f"simd128 peak ≈ 8 flop/cycle/core (4-wide f32 mul + add); see `peak_note` in results.json.",
-        "",
-        "**Native CPU** (release)",
-        "",
-        "| model | threads | batch | ours | onnxruntime | PyTorch | ours / ORT | ours / PyTorch | ours GFLOP/s |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for m, by_t in res["native"].items():
-        for t, by_b in by_t.items():
-            for b, c in by_b.items():
-                torch_ms = c["torch_ms"]
-                lines.append(
-                    f"| {m} | {t} | {b} | {fmt(c['ours_ms'])} | {fmt(c['ort_ms'])} | "
-                    f"{fmt(torch_ms) if not isinstance(torch_ms, str) else 'n/a'} | **{fmt(c['ratio_vs_ort'])}×** | "
-                    f"{fmt(c.get('ratio_vs_torch'))}{'×' if c.get('ratio_vs_torch') else ''} | {fmt(c['ours']['gflops'], 1)} |"
-                )
-    pg = res["page"]
-    kib = lambda b: "—" if b is None else f"{b / 1024:.0f} KiB"  # noqa: E731
-    lines += [
-        "",
-        "**Page** (explorer `dist/`, cold cache, median of 5 loads; open → first sample clicked as soon as shown → its prediction on screen)",
-        "",
-        "| wasm | wasm gzipped | total bytes loaded (gzipped) | open → first prediction |",
-        "|---|---|---|---|",
-        f"| {kib(pg['wasm_bytes'])} | {kib(pg['wasm_gzip_bytes'])} | {kib(pg['total_bytes'])} ({kib(pg.get('total_gzip_bytes'))}) | "
-        f"{fmt(pg['first_prediction_ms'], 0)}{' ms' if pg['first_prediction_ms'] is not None else ''} |",
-    ]
-    if pg.get("note"):
-        lines.append(f"\n{pg['note']}")
-    lines += ["", f"**GPU**: {'no GPU lent' if res['gpu'] is None else json.dumps(res['gpu'])}", ""]
-    return "\n".join(lines)
 
 
 def validate(res):
