@@ -13,12 +13,16 @@ mod components;
 #[cfg(target_arch = "wasm32")]
 mod decode;
 #[cfg(target_arch = "wasm32")]
+mod events;
+#[cfg(target_arch = "wasm32")]
+mod fetch;
+#[cfg(target_arch = "wasm32")]
 pub mod worker;
 
 /// Starts the page (called by the `app` binary).
 #[cfg(target_arch = "wasm32")]
 pub fn start_app() {
-    app::install_panic_hook();
+    events::install_panic_hook();
     if let Some(root) = gloo::utils::document().get_element_by_id("app") {
         yew::Renderer::<app::App>::with_root(root).render();
     }

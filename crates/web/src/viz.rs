@@ -1,5 +1,6 @@
 //! The pixel maths behind every picture on the page, kept free of the DOM so it is tested
-//! natively: filter tiles, colour maps and their scales, top-k, and the layer table's formula.
+//! natively: filter tiles, colour maps and their scales, and the layer table's formula. Number
+//! formats and top-k are core's (`resnet_core::format`, shared with the CLI), re-exported here.
 
 use resnet_core::spec::{Node, Op};
 use resnet_core::LayerRow;
@@ -179,11 +180,6 @@ mod tests {
     }
 
     #[test]
-    fn top_k_is_sorted() {
-        assert_eq!(top_k(&[0.1, 0.5, 0.2, 0.2], 2), vec![(1, 0.5), (2, 0.2)]);
-    }
-
-    #[test]
     fn formulas_fill_in_the_numbers() {
         let check = |arch: &str, layer: &str, expected: &str| {
             let g = find_arch(arch).unwrap().graph();
@@ -198,12 +194,5 @@ mod tests {
         check("alexnet", "conv1", "⌊(227 − 11 + 2·0)/4⌋ + 1 = 55");
         check("resnet50", "maxpool", "⌊(112 − 3 + 2·1)/2⌋ + 1 = 56");
         check("resnet50", "avgpool", "adaptive: 7×7 → 1×1");
-    }
-
-    #[test]
-    fn number_formats() {
-        assert_eq!(thousands(25_557_032), "25,557,032");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(si(40_551_040), "40.55 M");
     }
 }

@@ -27,6 +27,9 @@ fn fixture_logits_are_the_native_ones() {
     let text =
         std::fs::read_to_string(repo().join("crates/web/tests/fixtures/cat-0.resnet20-logits.txt")).unwrap();
     let expected: Vec<f32> = text.lines().map(|l| l.parse().unwrap()).collect();
+    // zip stops at the shorter side: without these an empty or truncated fixture would pass.
+    assert_eq!(expected.len(), CIFAR10_CLASSES.len(), "the fixture holds one logit per class");
+    assert_eq!(r.logits.len(), expected.len(), "{:?} vs {expected:?}", r.logits);
     for (a, b) in r.logits.iter().zip(&expected) {
         assert!((a - b).abs() < 1e-5, "{:?} vs {expected:?}", r.logits);
     }

@@ -3,34 +3,34 @@
 //! side by side, on a shared scale, so the sum can be read off the pictures.
 
 use std::collections::HashMap;
-use std::rc::Rc;
 
-use resnet_core::spec::{Graph, ShortcutKind};
+use resnet_core::spec::{Block, Graph, ShortcutKind};
 use resnet_core::Summary;
 use yew::prelude::*;
 
-use super::Shared;
-
-use super::{ColourBar, Raster};
+use super::{ColourBar, InputView, Raster, Shared};
 use crate::protocol::FeatureMap;
-use crate::viz::{map_rgba, rgb_to_rgba, Scale};
+use crate::viz::{map_rgba, Scale};
+
+/// The maps fetched so far, by node.
+pub type Maps = Shared<HashMap<usize, Shared<FeatureMap>>>;
 
 #[derive(Properties, PartialEq)]
 pub struct Props {
     pub graph: Shared<Graph>,
     pub summary: Shared<Summary>,
     pub selected: usize,
-    pub maps: Rc<HashMap<usize, Rc<FeatureMap>>>,
-    /// The input crop (RGB8) and its side, for the overlay.
-    pub view: Option<(Rc<Vec<u8>>, u32)>,
+    pub maps: Maps,
+    /// The input crop, for the overlay.
+    pub view: Option<InputView>,
     pub has_result: bool,
     pub on_select: Callback<usize>,
 }
 
 /// The channel maps of one layer as RGBA tiles on the layer's own scale.
-fn tiles(map: &FeatureMap) -> (Scale, Vec<Rc<Vec<u8>>>) {
+fn tiles(map: &FeatureMap) -> (Scale, Vec<Shared<Vec<u8>>>) {
     let scale = Scale::fit(&map.data);
-    let tiles = (0..map.shape[0]).map(|c| Rc::new(map_rgba(map.channel(c), scale))).collect();
+    let tiles = (0..map.shape[0]).map(|c| Shared::new(map_rgba(map.channel(c), scale))).collect();
     (scale, tiles)
 }
 
@@ -38,6 +38,7 @@ fn tiles(map: &FeatureMap) -> (Scale, Vec<Rc<Vec<u8>>>) {
 pub fn activations(p: &Props) -> Html {
     let focus = use_state(|| 0usize);
     let map = p.maps.get(&p.selected).cloned();
+    // Colouring every channel is the expensive part: once per map, not per render.
     let grid = use_memo(map.clone(), |m| m.as_ref().map(|m| tiles(m)));
     let g = &p.graph;
     let on_layer = {
@@ -77,10 +78,10 @@ pub fn activations(p: &Props) -> Html {
                             }) }
                         </div>
                         { match (big, &p.view) {
-                            (Some(rgba), Some((rgb, side))) if h > 1 => html! {
+                            (Some(rgba), Some(InputView { rgba: input, side })) if h > 1 => html! {
                                 <figure class="overlay" data-testid="activation-zoom">
                                     <div class="stack">
-                                        <Raster rgba={Rc::new(rgb_to_rgba(rgb))} width={*side} height={*side} class="pixelated under" />
+                                        <Raster rgba={input.clone()} width={*side} height={*side} class="pixelated under" />
                                         <Raster rgba={rgba} width={w as u32} height={h as u32} class="pixelated over" />
                                     </div>
                                     <figcaption>{ format!("{} · channel {ch} over the input", node.name) }</figcaption>
@@ -113,20 +114,22 @@ pub fn activations(p: &Props) -> Html {
                 </select>
             </label>
             { body }
-            { residual_view(p, ch, &shapes) }
+            <ResidualView graph={p.graph.clone()} summary={p.summary.clone()} selected={p.selected}
+                channel={ch} maps={p.maps.clone()} has_result={p.has_result} />
         </section>
     }
 }
 
-/// x → F(x) → H(x) for the block holding the selected layer.
-fn residual_view(p: &Props, ch: usize, shapes: &[[usize; 3]]) -> Html {
-    let g = &p.graph;
-    let Some(b) = g.nodes[p.selected].block.map(|b| &g.blocks[b]) else { return html! {} };
-    let (Some(residual), Some(_add)) = (b.residual, b.add) else { return html! {} };
-    let shortcut = b.shortcut_nodes.last().copied();
-    let mut panes: Vec<(String, String, usize)> = vec![("x".into(), format!("input of {}", b.name), b.input)];
+/// One pane of the residual view: its title, what it is, and the node it shows.
+type Pane = (String, String, usize);
+
+/// x, F(x), the shortcut (when it has a node) and H(x) of a residual block; none for a block
+/// without a sum (Inception).
+fn panes(b: &Block) -> Vec<Pane> {
+    let (Some(residual), Some(_add)) = (b.residual, b.add) else { return vec![] };
+    let mut panes: Vec<Pane> = vec![("x".into(), format!("input of {}", b.name), b.input)];
     panes.push(("F(x)".into(), "residual branch".into(), residual));
-    if let Some(s) = shortcut {
+    if let Some(&s) = b.shortcut_nodes.last() {
         let what = match b.shortcut {
             ShortcutKind::ZeroPad => "option A: subsample, zero-pad channels",
             ShortcutKind::Projection => "projection: 1×1 conv + BN",
@@ -135,34 +138,70 @@ fn residual_view(p: &Props, ch: usize, shapes: &[[usize; 3]]) -> Html {
         panes.push(("shortcut(x)".into(), what.into(), s));
     }
     panes.push(("H(x) = relu(F(x) + x)".into(), "block output".into(), b.output));
-    let maps: Vec<Option<Rc<FeatureMap>>> = panes.iter().map(|(_, _, n)| p.maps.get(n).cloned()).collect();
-    if maps.iter().any(Option::is_none) {
+    panes
+}
+
+/// Channel `ch` of `m`; none where the map has fewer channels (x before a zero-pad shortcut).
+fn channel(m: &FeatureMap, ch: usize) -> Option<&[f32]> {
+    (ch < m.shape[0]).then(|| m.channel(ch))
+}
+
+#[derive(Properties, PartialEq)]
+pub struct ResidualProps {
+    pub graph: Shared<Graph>,
+    pub summary: Shared<Summary>,
+    pub selected: usize,
+    pub channel: usize,
+    pub maps: Maps,
+    pub has_result: bool,
+}
+
+/// x → F(x) → H(x) for the block holding the selected layer.
+#[function_component(ResidualView)]
+fn residual_view(p: &ResidualProps) -> Html {
+    let g = &p.graph;
+    let ch = p.channel;
+    let block = g.nodes[p.selected].block.map(|b| &g.blocks[b]);
+    let panes = block.map(panes).unwrap_or_default();
+    let maps: Vec<Option<Shared<FeatureMap>>> =
+        panes.iter().map(|(_, _, n)| p.maps.get(n).cloned()).collect();
+    // One scale for all panes: F(x) + x = H(x) before the ReLU can be compared by eye. Coloured
+    // once per set of maps and channel; `None` until every pane's map has arrived.
+    let drawn = use_memo((maps, ch), |(maps, ch)| {
+        let maps: Vec<&Shared<FeatureMap>> = maps.iter().map(Option::as_ref).collect::<Option<_>>()?;
+        let all: Vec<f32> = maps.iter().filter_map(|m| channel(m, *ch)).flatten().copied().collect();
+        let scale = Scale::fit(&all);
+        let tiles: Vec<Result<Shared<Vec<u8>>, usize>> = maps
+            .iter()
+            .map(|m| channel(m, *ch).map(|v| Shared::new(map_rgba(v, scale))).ok_or(m.shape[0]))
+            .collect();
+        Some((scale, tiles))
+    });
+    let Some(b) = block.filter(|_| !panes.is_empty()) else { return html! {} };
+    let Some((scale, tiles)) = drawn.as_ref() else {
         return html! {
             <div class="residual-view" data-testid="residual-view">
                 <h3>{ format!("Residual block {}", b.name) }</h3>
                 <p class="muted">{ if p.has_result { "fetching x, F(x) and H(x)…" } else { "Classify an image to see x, F(x) and H(x)." } }</p>
             </div>
         };
-    }
-    let maps: Vec<Rc<FeatureMap>> = maps.into_iter().flatten().collect();
-    // One scale for all panes: F(x) + x = H(x) before the ReLU can be compared by eye.
-    let slice = |m: &FeatureMap| (ch < m.shape[0]).then(|| m.channel(ch).to_vec());
-    let all: Vec<f32> = maps.iter().filter_map(|m| slice(m)).flatten().collect();
-    let scale = Scale::fit(&all);
+    };
+    let shapes: Vec<[usize; 3]> =
+        std::iter::once(p.summary.input).chain(p.summary.layers.iter().map(|r| r.out_shape)).collect();
     let identity = b.shortcut == ShortcutKind::Identity;
     html! {
         <div class="residual-view" data-testid="residual-view">
             <h3>{ format!("Residual block {} · channel {ch}", b.name) }</h3>
             <p class="muted">
                 { if identity { "Identity shortcut: the block only has to learn the change F(x); H(x) = relu(F(x) + x). " } else { "The shape changes here, so x goes through the shortcut first. " } }
-                <ColourBar scale={scale} />
+                <ColourBar scale={*scale} />
             </p>
             <div class="residual-row">
-                { for panes.iter().zip(&maps).enumerate().map(|(i, ((title, what, node), m))| {
+                { for panes.iter().zip(tiles).enumerate().map(|(i, ((title, what, node), tile))| {
                     let [_, h, w] = shapes[*node];
-                    let pane = match slice(m) {
-                        Some(v) => html! { <Raster rgba={Rc::new(map_rgba(&v, scale))} width={w as u32} height={h as u32} class="pixelated" /> },
-                        None => html! { <div class="zero-channel">{ format!("x has {} channels: channel {ch} is the shortcut's zero padding", m.shape[0]) }</div> },
+                    let pane = match tile {
+                        Ok(rgba) => html! { <Raster rgba={rgba.clone()} width={w as u32} height={h as u32} class="pixelated" /> },
+                        Err(channels) => html! { <div class="zero-channel">{ format!("x has {channels} channels: channel {ch} is the shortcut's zero padding") }</div> },
                     };
                     let op = match i { 0 => "", _ if i == panes.len() - 1 => "=", 1 => "→", _ => "+" };
                     html! {

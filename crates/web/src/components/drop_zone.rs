@@ -1,13 +1,10 @@
 //! The input panel: drop zone, file picker, sample strip, and the exact input the net sees.
 
-use std::rc::Rc;
-
 use resnet_core::arch::CIFAR10_CLASSES;
 use web_sys::{File, HtmlImageElement, HtmlInputElement};
 use yew::prelude::*;
 
-use super::Raster;
-use crate::viz::rgb_to_rgba;
+use super::{InputView, Raster};
 
 /// Samples per class in `www/samples/` (`<class>-<i>.jpg`).
 pub const SAMPLES_PER_CLASS: usize = 3;
@@ -18,8 +15,8 @@ pub struct Props {
     pub on_sample: Callback<(HtmlImageElement, String)>,
     /// The current image: name, width, height.
     pub image: Option<(String, u32, u32)>,
-    /// The crop the network sees (RGB8) and its side.
-    pub view: Option<(Rc<Vec<u8>>, u32)>,
+    /// The crop the network sees.
+    pub view: Option<InputView>,
     pub busy: bool,
 }
 
@@ -57,8 +54,8 @@ pub fn drop_zone(p: &Props) -> Html {
             <div class="input-row">
                 <figure class="preview">
                     { match &p.view {
-                        Some((rgb, side)) => html! {
-                            <Raster rgba={Rc::new(rgb_to_rgba(rgb))} width={*side} height={*side}
+                        Some(InputView { rgba, side }) => html! {
+                            <Raster rgba={rgba.clone()} width={*side} height={*side}
                                 class="pixelated input-preview" testid="input-preview"
                                 title={format!("the {side}×{side} input tensor the network sees")} />
                         },
@@ -66,7 +63,7 @@ pub fn drop_zone(p: &Props) -> Html {
                     } }
                     <figcaption>
                         { match (&p.image, &p.view) {
-                            (Some((name, w, h)), Some((_, side))) => format!("{name} ({w}×{h}) → the {side}×{side} crop the network sees"),
+                            (Some((name, w, h)), Some(InputView { side, .. })) => format!("{name} ({w}×{h}) → the {side}×{side} crop the network sees"),
                             (Some((name, w, h)), None) => format!("{name} ({w}×{h})"),
                             _ => "The network's input appears here, pixel for pixel.".to_string(),
                         } }

@@ -1,8 +1,6 @@
 //! Panel 2: every first-layer filter as a tile (RGB when it reads RGB), min–max normalised per
 //! filter; hover or click one to see it enlarged with its weights' range.
 
-use std::rc::Rc;
-
 use resnet_core::Graph;
 use yew::prelude::*;
 
@@ -14,7 +12,7 @@ use crate::viz::filter_tile;
 
 #[derive(Properties, PartialEq)]
 pub struct Props {
-    pub bank: Option<Rc<FilterBank>>,
+    pub bank: Option<Shared<FilterBank>>,
     pub graph: Shared<Graph>,
 }
 
@@ -29,7 +27,7 @@ pub fn filters(p: &Props) -> Html {
                 (0..o)
                     .map(|f| {
                         let (rgba, lo, hi) = filter_tile(&b.data[f * n..(f + 1) * n], i, k);
-                        (Rc::new(rgba), lo, hi)
+                        (Shared::new(rgba), lo, hi)
                     })
                     .collect::<Vec<_>>()
             })

@@ -1,9 +1,13 @@
-//! One component per panel, plus the canvas they all draw pixels with.
+//! One component per panel, plus the canvas they all draw pixels with and the shared handle
+//! every large buffer travels in.
 
 pub mod activations;
 pub mod diagram;
 pub mod drop_zone;
+pub mod error_banner;
 pub mod filters;
+pub mod footer;
+pub mod header;
 pub mod layer_table;
 pub mod prediction;
 
@@ -13,9 +17,22 @@ use wasm_bindgen::{Clamped, JsCast};
 use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, ImageData};
 use yew::prelude::*;
 
-/// Shared, immutable data in props: equal when it is the same allocation (cheap to compare,
-/// and a new model always comes with a new one).
+/// Shared, immutable data in props: equal when it is the same allocation. Yew compares props
+/// on every render; `Rc<T>`'s own `==` would compare every f32 of a map or a filter bank. So a
+/// buffer is wrapped once, when it arrives, and new data always comes in a new `Shared`.
 pub struct Shared<T>(pub Rc<T>);
+
+impl<T> Shared<T> {
+    pub fn new(value: T) -> Self {
+        Shared(Rc::new(value))
+    }
+}
+
+impl<T: Default> Default for Shared<T> {
+    fn default() -> Self {
+        Shared::new(T::default())
+    }
+}
 
 impl<T> Clone for Shared<T> {
     fn clone(&self) -> Self {
@@ -36,10 +53,18 @@ impl<T> std::ops::Deref for Shared<T> {
     }
 }
 
+/// The crop the network sees, as RGBA (converted once per run: the input panel and the
+/// activation overlay both draw it).
+#[derive(Clone, PartialEq)]
+pub struct InputView {
+    pub rgba: Shared<Vec<u8>>,
+    pub side: u32,
+}
+
 #[derive(Properties, PartialEq)]
 pub struct RasterProps {
-    /// RGBA pixels, `width × height`.
-    pub rgba: Rc<Vec<u8>>,
+    /// RGBA pixels, `width × height`; redrawn when it is a new buffer.
+    pub rgba: Shared<Vec<u8>>,
     pub width: u32,
     pub height: u32,
     #[prop_or_default]
@@ -94,11 +119,11 @@ pub struct ColourBarProps {
 
 #[function_component(ColourBar)]
 pub fn colour_bar(p: &ColourBarProps) -> Html {
-    let rgba = Rc::new(p.scale.bar(128));
+    let rgba = use_memo(p.scale, |s| Shared::new(s.bar(128)));
     html! {
         <span class="colour-bar" data-testid="colour-scale">
             <span class="tick">{ format!("{:.3}", p.scale.lo()) }</span>
-            <Raster rgba={rgba} width={128} height={1} class="bar" />
+            <Raster rgba={(*rgba).clone()} width={128} height={1} class="bar" />
             <span class="tick">{ format!("{:.3}", p.scale.hi) }</span>
         </span>
     }

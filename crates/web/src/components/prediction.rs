@@ -1,16 +1,16 @@
 //! Panel 1: top-5 classes with probability bars, and the inference time.
 
-use std::rc::Rc;
-
 use yew::prelude::*;
 
+use super::Shared;
 use crate::protocol::RunResult;
 use crate::viz::top_k;
 
 #[derive(Properties, PartialEq)]
 pub struct Props {
-    pub result: Option<Rc<RunResult>>,
-    pub labels: Option<Vec<String>>,
+    pub result: Option<Shared<RunResult>>,
+    /// Class names, where the dataset has them (else "class i").
+    pub labels: Option<&'static [&'static str]>,
     pub trained: bool,
     pub arch: &'static str,
     pub has_image: bool,
@@ -43,7 +43,7 @@ pub fn prediction(p: &Props) -> Html {
         (Some(r), true) => {
             let top = top_k(&r.probs, 5);
             let name = |i: usize| {
-                p.labels.as_ref().and_then(|l| l.get(i).cloned()).unwrap_or_else(|| format!("class {i}"))
+                p.labels.and_then(|l| l.get(i)).map_or_else(|| format!("class {i}"), |s| s.to_string())
             };
             html! {
                 <>

@@ -1,0 +1,85 @@
+//! The header: the model picker (pretrained models first), the model's loading status and what
+//! the model is.
+
+use resnet_core::ZOO;
+use yew::prelude::*;
+
+use crate::app::{LoadState, ModelView};
+use crate::fetch::weights_url;
+use crate::viz::thousands;
+
+#[derive(Properties, PartialEq)]
+pub struct Props {
+    pub model: ModelView,
+    pub load: LoadState,
+    pub running: bool,
+    /// The name of the model picked.
+    pub on_model: Callback<String>,
+}
+
+fn status(p: &Props) -> Html {
+    match &p.load {
+        LoadState::Fetching { done, total } => html! {
+            <span class="status" data-testid="model-status" data-state="loading">
+                { "downloading weights " }
+                <progress max={total.unwrap_or(0.0).to_string()} value={done.to_string()}></progress>
+                { format!(" {:.1} MB", done / 1e6) }
+            </span>
+        },
+        LoadState::Building => html! {
+            <span class="status" data-testid="model-status" data-state="loading">
+                <span class="spinner"></span>{ if p.model.trained { "building the model…" } else { "building the model with random weights…" } }
+            </span>
+        },
+        LoadState::Ready { ms } => html! {
+            <span class="status" data-testid="model-status" data-state="ready">
+                { format!("ready · built in {ms:.0} ms") }
+                { if p.running { html!{ <> {" · "} <span class="spinner"></span>{ "running…" } </> } } else { html!{} } }
+            </span>
+        },
+        LoadState::Failed => html! {
+            <span class="status" data-testid="model-status" data-state="failed">{ "the model could not be loaded" }</span>
+        },
+    }
+}
+
+#[function_component(Header)]
+pub fn header(p: &Props) -> Html {
+    let m = &p.model;
+    let on_change = {
+        let cb = p.on_model.clone();
+        Callback::from(move |e: Event| {
+            let sel: web_sys::HtmlSelectElement = e.target_unchecked_into();
+            cb.emit(sel.value())
+        })
+    };
+    // Pretrained models first: they are the ones that make real predictions.
+    let zoo = ZOO
+        .iter()
+        .filter(|a| weights_url(a.name).is_some())
+        .chain(ZOO.iter().filter(|a| weights_url(a.name).is_none()));
+    html! {
+        <header>
+            <h1>{ "ResNet explorer" }</h1>
+            <label class="model">
+                { "Model " }
+                <select data-testid="model-select" onchange={on_change}>
+                    { for zoo.map(|a| {
+                        let label = if weights_url(a.name).is_some() {
+                            format!("{} — pretrained on CIFAR-10", a.name)
+                        } else {
+                            format!("{} — untrained (random weights)", a.name)
+                        };
+                        html! { <option value={a.name} selected={a.name == m.arch.name}>{ label }</option> }
+                    }) }
+                </select>
+            </label>
+            { status(p) }
+            <p class="description">
+                { m.arch.description }
+                { if m.trained { html!{} } else { html!{ <span class="badge untrained" data-testid="untrained-badge">{ "untrained" }</span> } } }
+                { format!(" · input {}×{}×{} · {} parameters", m.graph.input.c, m.graph.input.h, m.graph.input.w, thousands(m.summary.total_params)) }
+            </p>
+        </header>
+    }
+}

@@ -1,0 +1,55 @@
+//! What the page downloads besides itself: the pretrained weights in `www/weights/`, read chunk
+//! by chunk so the header can show the progress of a 3 MB download on a slow line. (The samples
+//! are plain `<img>` elements: the browser fetches and caches them.)
+
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use yew::Callback;
+
+/// Pretrained weights shipped in `www/weights/`; every other model gets random weights.
+pub const PRETRAINED: [(&str, &str); 2] = [
+    ("cifar-resnet20", "weights/cifar10-resnet20.safetensors"),
+    ("cifar-resnet56", "weights/cifar10-resnet56.safetensors"),
+];
+
+pub fn weights_url(arch: &str) -> Option<&'static str> {
+    PRETRAINED.iter().find(|(a, _)| *a == arch).map(|(_, url)| *url)
+}
+
+/// Starts downloading `url`: `progress` gets (bytes done, total when the server says), `done`
+/// the body or a message for the error banner.
+pub fn fetch_weights(
+    url: &'static str,
+    progress: Callback<(f64, Option<f64>)>,
+    done: Callback<Result<Vec<u8>, String>>,
+) {
+    wasm_bindgen_futures::spawn_local(async move {
+        let result = fetch_with_progress(url, |d, t| progress.emit((d, t))).await;
+        done.emit(result);
+    });
+}
+
+/// GET `url` reading the body chunk by chunk, reporting bytes done (and the total when known).
+async fn fetch_with_progress(url: &str, progress: impl Fn(f64, Option<f64>)) -> Result<Vec<u8>, String> {
+    let err = |e: wasm_bindgen::JsValue| format!("cannot download {url}: {e:?}");
+    let resp: web_sys::Response =
+        JsFuture::from(gloo::utils::window().fetch_with_str(url)).await.map_err(err)?.unchecked_into();
+    if !resp.ok() {
+        return Err(format!("cannot download {url}: HTTP {}", resp.status()));
+    }
+    let total = resp.headers().get("content-length").ok().flatten().and_then(|s| s.parse::<f64>().ok());
+    let body = resp.body().ok_or_else(|| format!("cannot download {url}: empty body"))?;
+    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+    let mut bytes = Vec::with_capacity(total.unwrap_or(0.0) as usize);
+    loop {
+        let chunk = JsFuture::from(reader.read()).await.map_err(err)?;
+        let done = js_sys::Reflect::get(&chunk, &"done".into()).map_err(err)?.as_bool().unwrap_or(true);
+        if done {
+            break;
+        }
+        let value = js_sys::Reflect::get(&chunk, &"value".into()).map_err(err)?;
+        bytes.extend(js_sys::Uint8Array::new(&value).to_vec());
+        progress(bytes.len() as f64, total);
+    }
+    Ok(bytes)
+}
