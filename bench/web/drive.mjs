@@ -1,48 +1,16 @@
 // Serves the bench page (or the explorer's dist/) on 127.0.0.1 and drives Debian Chromium with
-// playwright-core. Prints one JSON object on stdout.
+// playwright-core, through the project's browser harness (tests/browser.mjs: the server and the
+// Chromium launcher the end-to-end tests use). Prints one JSON object on stdout.
 //   node drive.mjs bench CONFIG.json   -> runBench(config) on bench/web/index.html
 //   node drive.mjs page DIST_DIR LOADS -> page weight and open → first prediction, cold cache
-import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { serve, launchChromium as launch } from '../../tests/browser.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const bench = path.dirname(here);
 const repo = path.dirname(bench);
-
-const MIME = {
-  '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm',
-  '.json': 'application/json', '.css': 'text/css', '.png': 'image/png', '.jpg': 'image/jpeg',
-  '.svg': 'image/svg+xml', '.onnx': 'application/octet-stream', '.safetensors': 'application/octet-stream',
-};
-
-// routes: [urlPrefix, directory], first match wins.
-function serve(routes) {
-  const server = http.createServer((req, res) => {
-    const url = decodeURIComponent(new URL(req.url, 'http://x').pathname);
-    for (const [prefix, dir] of routes) {
-      if (!url.startsWith(prefix)) continue;
-      let file = path.join(dir, url.slice(prefix.length));
-      if (!file.startsWith(dir)) break;
-      if (fs.existsSync(file) && fs.statSync(file).isDirectory()) file = path.join(file, 'index.html');
-      if (!fs.existsSync(file)) continue;
-      res.writeHead(200, { 'content-type': MIME[path.extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-cache' });
-      fs.createReadStream(file).pipe(res);
-      return;
-    }
-    res.writeHead(404);
-    res.end('not found');
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
-}
-
-const launch = () => chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run'],
-});
 
 async function runBenchPage(cfgPath) {
   const cfg = JSON.parse(fs.readFileSync(cfgPath, 'utf8'));
@@ -95,7 +63,7 @@ async function runBenchPage(cfgPath) {
 async function runExplorerPage(dist, loads) {
   const root = path.resolve(dist);
   const served = [];
-  const server = await serve([['/', root]]);
+  const server = await serve(root);
   server.on('request', (req) => served.push(decodeURIComponent(new URL(req.url, 'http://x').pathname)));
   const browser = await launch();
   const { gzipSync } = await import('node:zlib');
