@@ -2,7 +2,7 @@
 //! sorted order) and the CIFAR-10 binary format (`data_batch_{1..5}.bin`, `test_batch.bin`),
 //! decoded in parallel into compact RGB8 crops of the size the model takes. The crops come from
 //! the core's [`Preprocess::view`], so resizing and centre-cropping are the same as in `predict`
-//! and in the browser; normalisation happens per batch in [`normalize`].
+//! and in the browser; normalisation happens per batch in [`Preprocess::batch_tensor`].
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -92,7 +92,7 @@ impl LabeledImages {
     /// Images `range` as a normalised N×C×H×W f32 tensor (C = 1 for grey models).
     pub fn tensor(&self, range: Range<usize>, prep: &Preprocess, device: &Device) -> Result<Tensor> {
         let n = self.image_bytes();
-        normalize(&self.pixels[range.start * n..range.end * n], self.size, prep, device)
+        Ok(prep.batch_tensor(&self.pixels[range.start * n..range.end * n], self.size, device)?)
     }
 
     /// Labels `range` as a u32 tensor of N.
@@ -110,29 +110,8 @@ impl LabeledImages {
             pixels.extend_from_slice(self.image(i));
             labels.push(self.labels[i]);
         }
-        Ok((normalize(&pixels, self.size, prep, device)?, Tensor::new(labels, device)?))
+        Ok((prep.batch_tensor(&pixels, self.size, device)?, Tensor::new(labels, device)?))
     }
-}
-
-/// N × size × size × 3 RGB8 → N×C×size×size f32, `(v / 255 − mean) / std` per channel, exactly
-/// as [`Preprocess::to_chw`]. Grey models (`prep.grey`) take the first channel.
-pub fn normalize(pixels: &[u8], size: usize, prep: &Preprocess, device: &Device) -> Result<Tensor> {
-    let plane = size * size;
-    if size == 0 || !pixels.len().is_multiple_of(plane * 3) {
-        bail!("{} bytes are not a whole number of {size}×{size}×3 images", pixels.len());
-    }
-    let n = pixels.len() / (plane * 3);
-    let c = if prep.grey { 1 } else { 3 };
-    let mut out = vec![0f32; n * c * plane];
-    for (img, o) in pixels.chunks_exact(plane * 3).zip(out.chunks_exact_mut(c * plane)) {
-        for ch in 0..c {
-            let (mean, std) = (prep.mean[ch], prep.std[ch]);
-            for (i, v) in o[ch * plane..(ch + 1) * plane].iter_mut().enumerate() {
-                *v = (img[i * 3 + ch] as f32 / 255.0 - mean) / std;
-            }
-        }
-    }
-    Ok(Tensor::from_vec(out, (n, c, size, size), device)?)
 }
 
 /// A decoded image file: 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA) 8-bit channels.
@@ -569,13 +548,5 @@ mod tests {
         let err = format!("{:#}", load(&dir, &PREP, None).unwrap_err());
         assert!(err.contains("3.png") && err.contains("not an image"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn grey_models_take_one_channel() {
-        let prep = Preprocess { grey: true, mean: [0.5; 3], std: [0.5; 3], ..PREP };
-        let t = normalize(&[255u8; 32 * 32 * 3], 32, &prep, &Device::Cpu).unwrap();
-        assert_eq!(t.dims(), [1, 1, 32, 32]);
-        assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0], 1.0);
     }
 }

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Result};
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
-use resnet_core::{ArchInfo, Graph, Model, ShortcutOption, Weights, WeightsError};
+use resnet_core::{ArchInfo, Graph, Model, ShortcutOption, WeightsError, WeightsSource};
 
 #[derive(Parser)]
 #[command(
@@ -71,8 +71,7 @@ impl ArchArgs {
     /// The architecture with weights from `path`, strictly matched by name and shape.
     pub fn load_model(&self, path: &Path, device: &Device) -> Result<Model> {
         let (arch, graph) = self.resolve()?;
-        let weights = Weights::load(path, &graph, arch.name, device).map_err(|e| weights_error(path, e))?;
-        Ok(Model::new(arch, graph, weights))
+        Model::load_graph(arch, graph, WeightsSource::File(path), device).map_err(|e| weights_error(path, e))
     }
 }
 

@@ -15,7 +15,7 @@ pub mod train;
 pub mod weights;
 
 pub use arch::{find as find_arch, ArchInfo, Dataset, ShortcutOption, ZOO};
-pub use model::{Mode, Model, RunOptions};
+pub use model::{Mode, Model, RunOptions, WeightsSource};
 pub use preprocess::{Image, Preprocess};
 pub use spec::{Graph, LayerRow, Shape, Summary};
 pub use weights::{Weights, WeightsError};

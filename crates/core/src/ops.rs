@@ -4,7 +4,7 @@
 
 use candle_core::{Result, Tensor, D};
 
-use crate::spec::Pool;
+use crate::spec::{out_size, Pool};
 
 /// Pads `dim` with `value` (`-inf` for max-pooling).
 fn pad_with(x: &Tensor, dim: usize, left: usize, right: usize, value: f32) -> Result<Tensor> {
@@ -25,30 +25,22 @@ fn pad_with(x: &Tensor, dim: usize, left: usize, right: usize, value: f32) -> Re
     Tensor::cat(&parts, dim)
 }
 
-/// Output length of a pooling along a side of `n` (PyTorch: the last ceil-mode window must start
-/// inside the input or its left padding).
-pub(crate) fn pool_out(n: usize, p: &Pool) -> usize {
-    let span = n + 2 * p.padding - p.kernel;
-    let out = if p.ceil_mode { span.div_ceil(p.stride) + 1 } else { span / p.stride + 1 };
-    if p.ceil_mode && (out - 1) * p.stride >= n + p.padding {
-        out - 1
-    } else {
-        out
-    }
+/// Output length of a pooling along a side of `n` (the graph's shapes already checked it fits).
+pub(crate) fn pool_out(n: usize, p: &Pool) -> Result<usize> {
+    out_size(n, p.kernel, p.stride, p.padding, p.ceil_mode).map_err(candle_core::Error::Msg)
 }
 
 /// Extra padding on the right/bottom so that ceil-mode windows exist.
-fn trailing_pad(n: usize, p: &Pool) -> usize {
+fn trailing_pad(n: usize, p: &Pool) -> Result<usize> {
     let padded = n + 2 * p.padding;
-    let out = pool_out(n, p);
-    let needed = (out - 1) * p.stride + p.kernel;
-    p.padding + needed.saturating_sub(padded)
+    let needed = (pool_out(n, p)? - 1) * p.stride + p.kernel;
+    Ok(p.padding + needed.saturating_sub(padded))
 }
 
 fn pad_for_pool(x: &Tensor, p: &Pool, value: f32) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
-    let x = pad_with(x, 2, p.padding, trailing_pad(h, p), value)?;
-    pad_with(&x, 3, p.padding, trailing_pad(w, p), value)
+    let x = pad_with(x, 2, p.padding, trailing_pad(h, p)?, value)?;
+    pad_with(&x, 3, p.padding, trailing_pad(w, p)?, value)
 }
 
 /// Max-pooling with PyTorch's padding and ceil mode. `training` selects a path whose backward
@@ -65,7 +57,8 @@ pub fn max_pool2d(x: &Tensor, p: &Pool, training: bool) -> Result<Tensor> {
 /// flows to the right input element whatever the overlap.
 fn max_pool2d_overlapping(x: &Tensor, k: usize, s: usize) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
-    let (oh, ow) = ((h - k) / s + 1, (w - k) / s + 1);
+    let side = |n| out_size(n, k, s, 0, false).map_err(candle_core::Error::Msg);
+    let (oh, ow) = (side(h)?, side(w)?);
     let mut out: Option<Tensor> = None;
     for dy in 0..k {
         for dx in 0..k {

@@ -38,93 +38,43 @@ pub enum PreprocessError {
 
 /// A planar f32 RGB image (values 0..=255), `3 × h × w`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Planar {
-    pub width: usize,
-    pub height: usize,
-    pub data: Vec<f32>,
+struct Planar {
+    width: usize,
+    height: usize,
+    data: Vec<f32>,
 }
 
-impl Planar {
-    fn from_image(img: &Image) -> Result<Self, PreprocessError> {
-        let (w, h, c) = (img.width, img.height, img.channels);
+impl Image<'_> {
+    fn check(&self) -> Result<(), PreprocessError> {
+        let (w, h, c) = (self.width, self.height, self.channels);
         if w == 0 || h == 0 {
             return Err(PreprocessError::Empty(w, h));
         }
         if !(1..=4).contains(&c) {
             return Err(PreprocessError::Channels(c));
         }
-        let needed = w * h * c;
-        if img.data.len() != needed {
-            return Err(PreprocessError::Size {
-                width: w,
-                height: h,
-                channels: c,
-                needed,
-                found: img.data.len(),
-            });
+        let needed = w.checked_mul(h).and_then(|n| n.checked_mul(c)).unwrap_or(usize::MAX);
+        if self.data.len() != needed {
+            return Err(PreprocessError::Size { width: w, height: h, channels: c, needed, found: self.data.len() });
         }
-        let mut data = vec![0f32; 3 * w * h];
-        for (i, px) in img.data.chunks_exact(c).enumerate() {
-            // Grey (and grey+alpha) fills all three; alpha is dropped, as PIL's convert("RGB").
-            let rgb = if c >= 3 { [px[0], px[1], px[2]] } else { [px[0]; 3] };
-            for (ch, v) in rgb.into_iter().enumerate() {
-                data[ch * w * h + i] = v as f32;
-            }
-        }
-        Ok(Planar { width: w, height: h, data })
+        Ok(())
     }
 
-    /// Separable resize with a triangle filter widened when shrinking (antialiased bilinear,
-    /// as PIL and torchvision's `antialias=True`).
-    fn resize(&self, new_w: usize, new_h: usize) -> Planar {
-        if (new_w, new_h) == (self.width, self.height) {
-            return self.clone();
-        }
-        let wx = filter_weights(self.width, new_w);
-        let wy = filter_weights(self.height, new_h);
-        let (w, h) = (self.width, self.height);
-        let mut tmp = vec![0f32; 3 * h * new_w];
-        for ch in 0..3 {
-            for y in 0..h {
-                let row = &self.data[ch * w * h + y * w..][..w];
-                for (x, (start, ws)) in wx.iter().enumerate() {
-                    tmp[ch * h * new_w + y * new_w + x] =
-                        ws.iter().enumerate().map(|(k, c)| row[start + k] * c).sum();
-                }
-            }
-        }
-        let mut out = vec![0f32; 3 * new_h * new_w];
-        for ch in 0..3 {
-            for (y, (start, ws)) in wy.iter().enumerate() {
-                for x in 0..new_w {
-                    out[ch * new_h * new_w + y * new_w + x] = ws
-                        .iter()
-                        .enumerate()
-                        .map(|(k, c)| tmp[ch * h * new_w + (start + k) * new_w + x] * c)
-                        .sum();
-                }
-            }
-        }
-        Planar { width: new_w, height: new_h, data: out }
-    }
-
-    fn crop(&self, left: usize, top: usize, cw: usize, chh: usize) -> Planar {
-        let mut data = Vec::with_capacity(3 * cw * chh);
-        for ch in 0..3 {
-            for y in top..top + chh {
-                let start = ch * self.width * self.height + y * self.width + left;
-                data.extend_from_slice(&self.data[start..start + cw]);
-            }
-        }
-        Planar { width: cw, height: chh, data }
+    /// Channel `ch` (0..3, RGB) of pixel `(x, y)`: grey (and grey+alpha) fills all three, alpha
+    /// is dropped, as PIL's `convert("RGB")`.
+    fn rgb(&self, x: usize, y: usize, ch: usize) -> f32 {
+        let c = self.channels;
+        self.data[(y * self.width + x) * c + if c >= 3 { ch } else { 0 }] as f32
     }
 }
 
-/// For each output pixel: first input index and normalised weights.
-fn filter_weights(n_in: usize, n_out: usize) -> Vec<(usize, Vec<f32>)> {
+/// For output pixels `range` of a resize from `n_in` to `n_out`: the first input index and the
+/// normalised weights of each (a triangle filter widened when shrinking: antialiased bilinear,
+/// as PIL and torchvision's `antialias=True`).
+fn filter_weights(n_in: usize, n_out: usize, range: std::ops::Range<usize>) -> Vec<(usize, Vec<f32>)> {
     let scale = n_in as f32 / n_out as f32;
     let support = scale.max(1.0);
-    (0..n_out)
+    range
         .map(|i| {
             let centre = (i as f32 + 0.5) * scale;
             let lo = ((centre - support).floor().max(0.0)) as usize;
@@ -145,11 +95,75 @@ fn filter_weights(n_in: usize, n_out: usize) -> Vec<(usize, Vec<f32>)> {
         .collect()
 }
 
+/// The crop of a network's input before normalisation, from one resize: RGB8 for people
+/// (`view`, `side`×`side`×3) and the normalised values the network takes (`chw`, `channels` ×
+/// `side` × `side`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prepared {
+    pub view: Vec<u8>,
+    pub chw: Vec<f32>,
+    pub channels: usize,
+    pub side: usize,
+}
+
+impl Prepared {
+    /// The input tensor, `1 × C × side × side`.
+    pub fn tensor(&self, device: &Device) -> candle_core::Result<Tensor> {
+        Tensor::from_slice(&self.chw, (1, self.channels, self.side, self.side), device)
+    }
+}
+
 impl Preprocess {
+    /// The crop as the page shows it and as the network takes it, from one resize.
+    pub fn prepare(&self, img: &Image) -> Result<Prepared, PreprocessError> {
+        let p = self.resized_crop(img)?;
+        let (channels, side) = (if self.grey { 1 } else { 3 }, p.width);
+        Ok(Prepared { view: self.view_of(&p), chw: self.chw_of(&p), channels, side })
+    }
+
     /// The crop the network sees, as RGB8 (`crop`×`crop`×3), before normalisation: what the
     /// explorer shows as "the input".
     pub fn view(&self, img: &Image) -> Result<Vec<u8>, PreprocessError> {
-        let p = self.resized_crop(img)?;
+        Ok(self.view_of(&self.resized_crop(img)?))
+    }
+
+    /// Normalised CHW values (1 or 3 channels × crop × crop).
+    pub fn to_chw(&self, img: &Image) -> Result<Vec<f32>, PreprocessError> {
+        Ok(self.chw_of(&self.resized_crop(img)?))
+    }
+
+    /// The input tensor, `1 × C × crop × crop`.
+    pub fn to_tensor(&self, img: &Image, device: &Device) -> candle_core::Result<Tensor> {
+        self.prepare(img).map_err(|e| candle_core::Error::Msg(e.to_string()))?.tensor(device)
+    }
+
+    /// A batch of crops as kept by datasets (N × side × side × 3 RGB8, grey models' luma in all
+    /// three) → the normalised N×C×side×side input on `device`, value for value as
+    /// [`Preprocess::to_chw`] normalises.
+    pub fn batch_tensor(&self, pixels: &[u8], side: usize, device: &Device) -> candle_core::Result<Tensor> {
+        let plane = side * side;
+        if side == 0 || !pixels.len().is_multiple_of(plane * 3) {
+            candle_core::bail!("{} bytes are not a whole number of {side}×{side}×3 images", pixels.len());
+        }
+        let n = pixels.len() / (plane * 3);
+        let c = if self.grey { 1 } else { 3 };
+        let mut out = vec![0f32; n * c * plane];
+        for (img, o) in pixels.chunks_exact(plane * 3).zip(out.chunks_exact_mut(c * plane)) {
+            for ch in 0..c {
+                for (i, v) in o[ch * plane..(ch + 1) * plane].iter_mut().enumerate() {
+                    *v = self.normalised(ch, img[i * 3 + ch] as f32);
+                }
+            }
+        }
+        Tensor::from_vec(out, (n, c, side, side), device)
+    }
+
+    /// The one normalisation: `(v / 255 − mean) / std` of channel `ch`.
+    fn normalised(&self, ch: usize, v: f32) -> f32 {
+        (v / 255.0 - self.mean[ch]) / self.std[ch]
+    }
+
+    fn view_of(&self, p: &Planar) -> Vec<u8> {
         let n = p.width * p.height;
         let mut out = vec![0u8; n * 3];
         for i in 0..n {
@@ -159,12 +173,23 @@ impl Preprocess {
                 out[i * 3 + ch] = rgb[ch].round().clamp(0.0, 255.0) as u8;
             }
         }
-        Ok(out)
+        out
     }
 
+    fn chw_of(&self, p: &Planar) -> Vec<f32> {
+        let n = p.width * p.height;
+        if self.grey {
+            return (0..n).map(|i| self.normalised(0, luma([p.data[i], p.data[n + i], p.data[2 * n + i]]))).collect();
+        }
+        p.data.iter().enumerate().map(|(i, &v)| self.normalised(i / n, v)).collect()
+    }
+
+    /// Resize (shorter side to `resize`) and centre crop, computing only the pixels inside the
+    /// crop: memory and time follow the crop, not the image (an 8192×2 strip would otherwise be
+    /// resized to 1,048,576×256 first).
     fn resized_crop(&self, img: &Image) -> Result<Planar, PreprocessError> {
-        let p = Planar::from_image(img)?;
-        let (w, h) = (p.width, p.height);
+        img.check()?;
+        let (w, h) = (img.width, img.height);
         let short = w.min(h);
         // torchvision: the longer side becomes int(resize * long / short).
         let (nw, nh) = if w <= h {
@@ -172,41 +197,41 @@ impl Preprocess {
         } else {
             ((self.resize * w / short).max(self.resize), self.resize)
         };
-        let p = p.resize(nw, nh);
         let crop = self.crop.min(nw).min(nh);
         let left = ((nw - crop) as f32 / 2.0).round() as usize;
         let top = ((nh - crop) as f32 / 2.0).round() as usize;
-        Ok(p.crop(left, top, crop, crop))
-    }
-
-    /// Normalised CHW values (1 or 3 channels × crop × crop).
-    pub fn to_chw(&self, img: &Image) -> Result<Vec<f32>, PreprocessError> {
-        let p = self.resized_crop(img)?;
-        let n = p.width * p.height;
-        if self.grey {
-            return Ok((0..n)
-                .map(|i| {
-                    let y = luma([p.data[i], p.data[n + i], p.data[2 * n + i]]);
-                    (y / 255.0 - self.mean[0]) / self.std[0]
-                })
-                .collect());
+        let mut data = vec![0f32; 3 * crop * crop];
+        if (nw, nh) == (w, h) {
+            for (i, v) in data.iter_mut().enumerate() {
+                let (ch, y, x) = (i / (crop * crop), i / crop % crop, i % crop);
+                *v = img.rgb(left + x, top + y, ch);
+            }
+            return Ok(Planar { width: crop, height: crop, data });
         }
-        Ok(p.data
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let ch = i / n;
-                (v / 255.0 - self.mean[ch]) / self.std[ch]
-            })
-            .collect())
-    }
-
-    /// The input tensor, `1 × C × crop × crop`.
-    pub fn to_tensor(&self, img: &Image, device: &Device) -> candle_core::Result<Tensor> {
-        let chw = self.to_chw(img).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let c = if self.grey { 1 } else { 3 };
-        let side = ((chw.len() / c) as f64).sqrt() as usize;
-        Tensor::from_vec(chw, (1, c, side, side), device)
+        // Separable: the crop's columns of every source row its rows read, then its rows.
+        let wx = filter_weights(w, nw, left..left + crop);
+        let wy = filter_weights(h, nh, top..top + crop);
+        let y0 = wy.iter().map(|(lo, _)| *lo).min().unwrap_or(0);
+        let y1 = wy.iter().map(|(lo, ws)| lo + ws.len()).max().unwrap_or(0);
+        let rows = y1 - y0;
+        let mut tmp = vec![0f32; 3 * rows * crop];
+        for ch in 0..3 {
+            for y in y0..y1 {
+                for (x, (start, ws)) in wx.iter().enumerate() {
+                    tmp[(ch * rows + y - y0) * crop + x] =
+                        ws.iter().enumerate().map(|(k, c)| img.rgb(start + k, y, ch) * c).sum();
+                }
+            }
+        }
+        for ch in 0..3 {
+            for (y, (start, ws)) in wy.iter().enumerate() {
+                for x in 0..crop {
+                    data[(ch * crop + y) * crop + x] =
+                        ws.iter().enumerate().map(|(k, c)| tmp[(ch * rows + start + k - y0) * crop + x] * c).sum();
+                }
+            }
+        }
+        Ok(Planar { width: crop, height: crop, data })
     }
 }
 
@@ -254,5 +279,68 @@ mod tests {
         assert!(matches!(CIFAR.view(&img), Err(PreprocessError::Size { .. })));
         let img = Image { width: 1, height: 1, channels: 5, data: &[0; 5] };
         assert_eq!(CIFAR.view(&img), Err(PreprocessError::Channels(5)));
+    }
+
+    /// Resizing the whole image, then cropping (the textbook order) gives the same values as
+    /// resizing only the crop window.
+    #[test]
+    fn crop_window_resize_equals_full_resize() {
+        fn full(p: &Preprocess, img: &Image) -> Vec<f32> {
+            let (w, h) = (img.width, img.height);
+            let short = w.min(h);
+            let (nw, nh) = if w <= h {
+                (p.resize, (p.resize * h / short).max(p.resize))
+            } else {
+                ((p.resize * w / short).max(p.resize), p.resize)
+            };
+            let (wx, wy) = (filter_weights(w, nw, 0..nw), filter_weights(h, nh, 0..nh));
+            let mut tmp = vec![0f32; 3 * h * nw];
+            for ch in 0..3 {
+                for y in 0..h {
+                    for (x, (s, ws)) in wx.iter().enumerate() {
+                        tmp[(ch * h + y) * nw + x] = ws.iter().enumerate().map(|(k, c)| img.rgb(s + k, y, ch) * c).sum();
+                    }
+                }
+            }
+            let crop = p.crop.min(nw).min(nh);
+            let left = ((nw - crop) as f32 / 2.0).round() as usize;
+            let top = ((nh - crop) as f32 / 2.0).round() as usize;
+            let mut out = vec![];
+            for ch in 0..3 {
+                for (s, ws) in &wy[top..top + crop] {
+                    for x in left..left + crop {
+                        out.push(ws.iter().enumerate().map(|(k, c)| tmp[(ch * h + s + k) * nw + x] * c).sum::<f32>());
+                    }
+                }
+            }
+            out
+        }
+        let p = Preprocess { resize: 36, crop: 32, ..CIFAR };
+        for (w, h, c) in [(50, 70, 3), (70, 50, 4), (33, 200, 1), (400, 41, 2), (9, 5, 3), (36, 36, 3)] {
+            let data: Vec<u8> = (0..w * h * c).map(|i| (i * 37 % 251) as u8).collect();
+            let img = Image { width: w, height: h, channels: c, data: &data };
+            let want = full(&p, &img);
+            assert_eq!(p.resized_crop(&img).unwrap().data, want, "{w}×{h}×{c}");
+        }
+    }
+
+    #[test]
+    fn one_resize_gives_the_view_and_the_tensor() {
+        let data: Vec<u8> = (0..40 * 30 * 3).map(|i| (i * 13 % 256) as u8).collect();
+        let img = Image { width: 40, height: 30, channels: 3, data: &data };
+        let prepared = CIFAR.prepare(&img).unwrap();
+        assert_eq!(prepared.view, CIFAR.view(&img).unwrap());
+        assert_eq!(prepared.chw, CIFAR.to_chw(&img).unwrap());
+        let t = prepared.tensor(&Device::Cpu).unwrap();
+        assert_eq!(t.dims(), [1, 3, 32, 32]);
+        // The batch normaliser gives the same values from the view's bytes, up to its rounding.
+        let batch = CIFAR.batch_tensor(&prepared.view, 32, &Device::Cpu).unwrap();
+        let diff = (batch - t).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff <= 0.5 / 255.0 / 0.25 + 1e-6, "{diff}");
+        let grey = Preprocess { grey: true, mean: [0.5; 3], std: [0.5; 3], ..CIFAR };
+        let t = grey.batch_tensor(&[255u8; 32 * 32 * 3], 32, &Device::Cpu).unwrap();
+        assert_eq!(t.dims(), [1, 1, 32, 32]);
+        assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0], 1.0);
+        assert!(CIFAR.batch_tensor(&[0u8; 100], 32, &Device::Cpu).is_err());
     }
 }

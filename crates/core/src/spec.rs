@@ -315,7 +315,10 @@ pub struct Summary {
     pub activation_bytes: u64,
 }
 
-fn out_size(n: usize, k: usize, s: usize, p: usize, ceil: bool) -> Result<usize, String> {
+/// Output length of a conv or pool along one side: `⌊(N − F + 2P)/S⌋ + 1` (`⌈…⌉` in ceil mode,
+/// where PyTorch drops a last window that would start in the right padding). The one place the
+/// formula lives: shapes, kernels and the training conv all call it.
+pub fn out_size(n: usize, k: usize, s: usize, p: usize, ceil: bool) -> Result<usize, String> {
     let padded = n + 2 * p;
     if k > padded {
         return Err(format!("kernel {k} is larger than the padded input {padded} ({n} + 2×{p})"));

@@ -143,7 +143,7 @@ fn train_loss(
         map.insert(n.clone(), t.clone());
     }
     let out =
-        run(graph, &Weights::from_map(map), None, &xs[0], RunOptions { mode: Mode::Train, taps: false })?;
+        run(graph, &Weights::from_map(map), &xs[0], RunOptions { mode: Mode::Train, taps: false })?;
     project(&out.logits, 11)
 }
 

@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use resnet_core::spec::{GraphBuilder, Shape};
-use resnet_core::train::{input_tensor, Augment, LrSchedule, Rng, Schedule, Sgd, SgdConfig, Trainer};
+use resnet_core::train::{Augment, LrSchedule, Rng, Schedule, Sgd, SgdConfig, Trainer};
 use resnet_core::{find_arch, Weights};
 
 fn close(a: &[f32], b: &[f64]) {
@@ -126,10 +126,10 @@ fn shuffle_is_a_seeded_permutation() {
 }
 
 #[test]
-fn input_tensor_normalises_like_the_cpu_preprocessing() {
+fn batch_tensor_normalises_like_the_cpu_preprocessing() {
     let pre = find_arch("cifar-resnet20").unwrap().preprocess();
     let px: Vec<u8> = (0..2 * 4 * 4 * 3).map(|i| (i * 7 % 256) as u8).collect();
-    let x = input_tensor(&px, (2, 4, 4, 3), &pre, &Device::Cpu).unwrap();
+    let x = pre.batch_tensor(&px, 4, &Device::Cpu).unwrap();
     assert_eq!(x.dims(), &[2, 3, 4, 4]);
     let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     for n in 0..2 {
@@ -158,7 +158,7 @@ fn a_step_updates_batchnorm_running_statistics_as_pytorch() {
     let y = Tensor::new(&[0u32, 1], &dev).unwrap();
     let stats = t.step(&x, &y, 0.1).unwrap();
     assert!(stats.loss.is_finite() && stats.samples == 2);
-    let w = t.weights();
+    let w = t.state_dict();
     let get = |n: &str| {
         w.get(n).unwrap().to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()[0]
     };
@@ -166,9 +166,9 @@ fn a_step_updates_batchnorm_running_statistics_as_pytorch() {
     assert!((get("bn.running_var") - (0.9 + 0.85)).abs() < 1e-6);
     assert_eq!(w.get("bn.num_batches_tracked").unwrap().to_scalar::<i64>().unwrap(), 1);
     // The trainable parameters moved; a diverged step (NaN input) changes nothing.
-    let before = t.weights().get("fc.weight").unwrap().to_vec2::<f32>().unwrap();
+    let before = t.state_dict().get("fc.weight").unwrap().to_vec2::<f32>().unwrap();
     let nan = Tensor::new(&[f32::NAN; 8], &dev).unwrap().reshape((2, 1, 2, 2)).unwrap();
     assert!(!t.step(&nan, &y, 0.1).unwrap().loss.is_finite());
-    assert_eq!(t.weights().get("fc.weight").unwrap().to_vec2::<f32>().unwrap(), before);
-    assert_eq!(t.weights().get("bn.num_batches_tracked").unwrap().to_scalar::<i64>().unwrap(), 1);
+    assert_eq!(t.state_dict().get("fc.weight").unwrap().to_vec2::<f32>().unwrap(), before);
+    assert_eq!(t.state_dict().get("bn.num_batches_tracked").unwrap().to_scalar::<i64>().unwrap(), 1);
 }

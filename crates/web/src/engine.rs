@@ -3,7 +3,7 @@
 
 use candle_core::{Device, Tensor};
 use resnet_core::spec::Op;
-use resnet_core::{find_arch, model::softmax, Image, Model, Weights};
+use resnet_core::{find_arch, model::softmax, Image, Model, WeightsSource};
 
 use crate::protocol::{FeatureMap, FilterBank, RunResult};
 
@@ -21,13 +21,11 @@ impl Engine {
     /// `weights`: safetensors bytes, or `None` for deterministic random weights from `seed`.
     pub fn load(arch: &str, weights: Option<&[u8]>, seed: u64) -> Result<Engine, String> {
         let info = find_arch(arch).map_err(err)?;
-        let graph = info.graph();
-        let device = Device::Cpu;
-        let weights = match weights {
-            Some(bytes) => Weights::from_safetensors(bytes, &graph, arch, &device).map_err(err)?,
-            None => Weights::random(&graph, seed, &device).map_err(err)?,
+        let source = match weights {
+            Some(bytes) => WeightsSource::Bytes(bytes),
+            None => WeightsSource::Random(seed),
         };
-        let engine = Engine { model: Model::new(info, graph, weights), taps: vec![] };
+        let engine = Engine { model: Model::load(info, source, &Device::Cpu).map_err(err)?, taps: vec![] };
         engine.warm_up()?;
         Ok(engine)
     }
@@ -60,9 +58,8 @@ impl Engine {
 
     /// Classifies `img` and keeps every layer's output. `clock` gives milliseconds.
     pub fn run(&mut self, img: &Image, job: u32, clock: &dyn Fn() -> f64) -> Result<RunResult, String> {
-        let pre = self.model.arch.preprocess();
-        let view = pre.view(img).map_err(err)?;
-        let x = pre.to_tensor(img, &Device::Cpu).map_err(err)?;
+        let input = self.model.arch.preprocess().prepare(img).map_err(err)?;
+        let x = input.tensor(&Device::Cpu).map_err(err)?;
         self.taps.clear(); // free the last run's outputs before computing new ones
         let t0 = clock();
         let logits = self.model.forward(&x).map_err(err)?;
@@ -75,7 +72,7 @@ impl Engine {
         let (_, taps) = self.model.forward_taps(&x).map_err(err)?;
         let taps_ms = clock() - t1;
         self.taps = taps;
-        Ok(RunResult { job, side: pre.crop as u32, view, logits, probs, inference_ms, taps_ms })
+        Ok(RunResult { job, side: input.side as u32, view: input.view, logits, probs, inference_ms, taps_ms })
     }
 
     /// Outputs of `nodes` from the last run.

@@ -3,6 +3,8 @@
 
 pub mod conv;
 pub mod gemm;
+pub mod im2col;
+pub mod plan;
 pub mod pool;
 pub mod simd;
 pub mod winograd;

@@ -15,7 +15,7 @@ pub fn max_pool2d(x: &Tensor, p: &Pool) -> Result<Tensor> {
     if p.kernel == 0 || p.stride == 0 || h + 2 * p.padding < p.kernel || w + 2 * p.padding < p.kernel {
         candle_core::bail!("max-pool {}×{} / {} does not fit a {h}×{w} input", p.kernel, p.kernel, p.stride);
     }
-    let (oh, ow) = (pool_out(h, p), pool_out(w, p));
+    let (oh, ow) = (pool_out(h, p)?, pool_out(w, p)?);
     let (k, st, pad) = (p.kernel, p.stride, p.padding);
     let mut out = vec![0f32; n * c * oh * ow];
     // The max of a window's rows, padded with −∞: window `ox` is `rowmax[ox·s .. ox·s + k]`. The

@@ -1,62 +1,17 @@
 //! A convolution whose backward is fast on the CPU: `conv(x, W) = W · im2col(x)`, with im2col
-//! as a custom op whose gradient is col2im (a scatter-add). Candle's own CPU conv backward
-//! goes through `conv_transpose2d`, ~10× slower than the forward; here both directions cost
-//! about one gemm plus a copy. Other devices keep Candle's conv (cuDNN-class kernels there).
+//! as a custom op whose gradient is col2im (a scatter-add), both from [`crate::kernels::im2col`].
+//! Candle's own CPU conv backward goes through `conv_transpose2d`, ~10× slower than the forward;
+//! here both directions cost about one gemm plus a copy. Other devices keep Candle's conv
+//! (cuDNN-class kernels there).
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
 
-#[derive(Clone, Copy, Debug)]
-struct Geometry {
-    c: usize,
-    h: usize,
-    w: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
-    oh: usize,
-    ow: usize,
-}
-
-impl Geometry {
-    fn rows(&self) -> usize {
-        self.c * self.k * self.k
-    }
-    fn cols(&self) -> usize {
-        self.oh * self.ow
-    }
-
-    /// Calls `f(column index, image index)` for every in-bounds pair, row by row (rows are
-    /// `(c, ky, kx)`, columns `(oy, ox)`).
-    fn for_each(&self, mut f: impl FnMut(usize, usize)) {
-        let (h, w, s, p) = (self.h as isize, self.w as isize, self.stride as isize, self.pad as isize);
-        for ci in 0..self.c {
-            for ky in 0..self.k {
-                for kx in 0..self.k {
-                    let row = (ci * self.k + ky) * self.k + kx;
-                    for oy in 0..self.oh {
-                        let iy = oy as isize * s + ky as isize - p;
-                        if iy < 0 || iy >= h {
-                            continue;
-                        }
-                        let base = (ci * self.h + iy as usize) * self.w;
-                        let out = (row * self.oh + oy) * self.ow;
-                        for ox in 0..self.ow {
-                            let ix = ox as isize * s + kx as isize - p;
-                            if ix >= 0 && ix < w {
-                                f(out + ox, base + ix as usize);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
+use crate::kernels::im2col::{col2im, im2col, phases, ConvGeometry};
 
 /// `[n, c, h, w]` → `[n, c·k·k, oh·ow]`.
-struct Im2Col(Geometry);
+struct Im2Col(ConvGeometry);
 /// `[n, c·k·k, oh·ow]` → `[n, c, h, w]`, summing overlaps: the adjoint of [`Im2Col`].
-struct Col2Im(Geometry);
+struct Col2Im(ConvGeometry);
 
 fn contiguous<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
@@ -65,20 +20,20 @@ fn contiguous<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
     }
 }
 
-fn im2col<T: Copy + Default>(x: &[T], g: &Geometry, n: usize) -> Vec<T> {
+fn columns<T: Copy + Default>(x: &[T], g: &ConvGeometry, n: usize) -> Vec<T> {
     let (isz, osz) = (g.c * g.h * g.w, g.rows() * g.cols());
     let mut out = vec![T::default(); n * osz];
     for (img, dst) in x.chunks_exact(isz).zip(out.chunks_exact_mut(osz)) {
-        g.for_each(|o, i| dst[o] = img[i]);
+        im2col(&phases(img, g.w, g.stride), g, (0, g.oh), dst);
     }
     out
 }
 
-fn col2im<T: Copy + Default + std::ops::AddAssign>(cols: &[T], g: &Geometry, n: usize) -> Vec<T> {
+fn images<T: Copy + Default + std::ops::AddAssign>(cols: &[T], g: &ConvGeometry, n: usize) -> Vec<T> {
     let (isz, osz) = (g.c * g.h * g.w, g.rows() * g.cols());
     let mut out = vec![T::default(); n * isz];
     for (src, img) in cols.chunks_exact(osz).zip(out.chunks_exact_mut(isz)) {
-        g.for_each(|o, i| img[i] += src[o]);
+        col2im(src, g, img);
     }
     out
 }
@@ -93,8 +48,8 @@ impl CustomOp1 for Im2Col {
         let n = l.dims()[0];
         let shape = Shape::from((n, g.rows(), g.cols()));
         match s {
-            CpuStorage::F32(v) => Ok((CpuStorage::F32(im2col(contiguous(v, l)?, g, n)), shape)),
-            CpuStorage::F64(v) => Ok((CpuStorage::F64(im2col(contiguous(v, l)?, g, n)), shape)),
+            CpuStorage::F32(v) => Ok((CpuStorage::F32(columns(contiguous(v, l)?, g, n)), shape)),
+            CpuStorage::F64(v) => Ok((CpuStorage::F64(columns(contiguous(v, l)?, g, n)), shape)),
             _ => candle_core::bail!("im2col: f32 or f64 only"),
         }
     }
@@ -114,8 +69,8 @@ impl CustomOp1 for Col2Im {
         let n = l.dims()[0];
         let shape = Shape::from((n, g.c, g.h, g.w));
         match s {
-            CpuStorage::F32(v) => Ok((CpuStorage::F32(col2im(contiguous(v, l)?, g, n)), shape)),
-            CpuStorage::F64(v) => Ok((CpuStorage::F64(col2im(contiguous(v, l)?, g, n)), shape)),
+            CpuStorage::F32(v) => Ok((CpuStorage::F32(images(contiguous(v, l)?, g, n)), shape)),
+            CpuStorage::F64(v) => Ok((CpuStorage::F64(images(contiguous(v, l)?, g, n)), shape)),
             _ => candle_core::bail!("col2im: f32 or f64 only"),
         }
     }
@@ -127,11 +82,10 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> Res
     let (n, c, h, w) = x.dims4()?;
     let (oc, wc, k, k2) = weight.dims4()?;
     let cpu = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
-    if !cpu || wc != c || k != k2 || h + 2 * padding < k || w + 2 * padding < k {
+    let geometry = ConvGeometry::new(c, (h, w), k, stride, padding);
+    let (Ok(g), true, true, true) = (geometry, cpu, wc == c, k == k2) else {
         return x.conv2d(weight, padding, stride, 1, 1);
-    }
-    let (oh, ow) = ((h + 2 * padding - k) / stride + 1, (w + 2 * padding - k) / stride + 1);
-    let g = Geometry { c, h, w, k, stride, pad: padding, oh, ow };
+    };
     let cols = x.contiguous()?.apply_op1(Im2Col(g))?;
-    weight.reshape((oc, c * k * k))?.broadcast_matmul(&cols)?.reshape((n, oc, oh, ow))
+    weight.reshape((oc, c * k * k))?.broadcast_matmul(&cols)?.reshape((n, oc, g.oh, g.ow))
 }

@@ -5,6 +5,7 @@
 
 pub mod augment;
 pub mod conv;
+pub mod run;
 pub mod schedule;
 pub mod sgd;
 
@@ -12,12 +13,12 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 
-use crate::model::{run, FastPlan, Mode, RunOptions};
-use crate::preprocess::Preprocess;
+use crate::model::{run, Mode, Model, RunOptions};
 use crate::spec::{Graph, ParamKind};
 use crate::weights::Weights;
 
 pub use augment::{Augment, Rng};
+pub use run::{EpochMetrics, Run, RunConfig, RunError};
 pub use schedule::{LrSchedule, Schedule};
 pub use sgd::{Sgd, SgdConfig};
 
@@ -34,27 +35,6 @@ pub fn correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
     let pred = logits.argmax(D::Minus1)?;
     let hits = pred.eq(&labels.to_dtype(pred.dtype())?)?;
     Ok(hits.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()? as usize)
-}
-
-/// Normalises a batch of u8 images (N×H×W×C, interleaved RGB as decoded) into the model's
-/// N×C×H×W input on `device`: the bytes travel, the arithmetic happens there, in the same
-/// order as the CPU preprocessing (`(v / 255 − mean) / std`), so results agree to the bit.
-/// Grey models take the first channel (decoders store luma in all three).
-pub fn input_tensor(
-    pixels: &[u8],
-    dims: (usize, usize, usize, usize),
-    pre: &Preprocess,
-    device: &Device,
-) -> Result<Tensor> {
-    let (n, h, w, c) = dims;
-    let x = Tensor::from_slice(pixels, (n, h, w, c), device)?.permute((0, 3, 1, 2))?;
-    let x = if pre.grey { x.narrow(1, 0, 1)? } else { x };
-    let ch = x.dim(1)?;
-    let x = x.to_dtype(DType::F32)?.contiguous()?;
-    let full = |v: f32| Tensor::new(&[v], device)?.reshape((1, 1, 1, 1));
-    let mean = Tensor::from_slice(&pre.mean[..ch], (1, ch, 1, 1), device)?;
-    let std = Tensor::from_slice(&pre.std[..ch], (1, ch, 1, 1), device)?;
-    x.broadcast_div(&full(255.0)?)?.broadcast_sub(&mean)?.broadcast_div(&std)
 }
 
 /// Loss and accuracy of one step (summed over its samples).
@@ -107,9 +87,9 @@ impl Trainer {
         &self.device
     }
 
-    /// The current state dict (parameters and running statistics), sharing storage with the
-    /// trainer: save it, evaluate with it, or load it in the browser.
-    pub fn weights(&self) -> Weights {
+    /// The parameters as the live `Var`s the next step differentiates, with the running
+    /// statistics: the forward pass's input only. Saving and evaluation take [`Self::state_dict`].
+    fn live_weights(&self) -> Weights {
         let mut map = self.buffers.clone();
         for (name, v) in &self.params {
             map.insert(name.clone(), v.as_tensor().clone());
@@ -117,7 +97,8 @@ impl Trainer {
         Weights::from_map(map)
     }
 
-    /// The state dict detached from the autograd graph: for evaluation and saving.
+    /// The state dict (parameters and running statistics) detached from the autograd graph: save
+    /// it, evaluate with it, or load it in the browser.
     pub fn state_dict(&self) -> Weights {
         let mut map = self.buffers.clone();
         for (name, v) in &self.params {
@@ -130,8 +111,8 @@ impl Trainer {
     /// statistics, backward, update, then the running statistics. A non-finite loss leaves
     /// every tensor as it was.
     pub fn step(&mut self, x: &Tensor, labels: &Tensor, lr: f64) -> Result<StepStats> {
-        let weights = self.weights();
-        let out = run(&self.graph, &weights, None, x, RunOptions { mode: Mode::Train, taps: false })?;
+        let weights = self.live_weights();
+        let out = run(&self.graph, &weights, x, RunOptions { mode: Mode::Train, taps: false })?;
         let loss = cross_entropy(&out.logits, labels)?;
         let loss_value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         let samples = x.dim(0)?;
@@ -179,16 +160,15 @@ pub struct EvalStats {
     pub samples: usize,
 }
 
-/// Evaluates on `(input, labels)` batches from `batches`.
-pub fn evaluate<I>(graph: &Graph, weights: &Weights, batches: I) -> Result<EvalStats>
+/// Evaluates `model` on `(input, labels)` batches from `batches`.
+pub fn evaluate<I>(model: &Model, batches: I) -> Result<EvalStats>
 where
     I: IntoIterator<Item = Result<(Tensor, Tensor)>>,
 {
-    let plan = FastPlan::folded(graph, weights)?;
     let (mut loss_sum, mut hits, mut n) = (0f64, 0usize, 0usize);
     for batch in batches {
         let (x, labels) = batch?;
-        let logits = run(graph, weights, Some(&plan), &x, RunOptions::default())?.logits;
+        let logits = model.forward(&x)?;
         let b = x.dim(0)?;
         let loss = cross_entropy(&logits, &labels)?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         loss_sum += loss as f64 * b as f64;
