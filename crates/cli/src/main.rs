@@ -4,6 +4,7 @@
 //! Errors are one `error: …` line on stderr and a non-zero exit status, never a panic trace.
 
 mod data;
+mod decode;
 mod eval;
 mod fmt;
 mod predict;
@@ -148,7 +149,7 @@ pub fn shown(p: &Path) -> String {
 /// The labels file, one class name a line.
 pub fn read_labels(path: &PathBuf) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow!("labels {}: {}", path.display(), data::io_message(&e)))?;
+        .map_err(|e| anyhow!("labels {}: {}", path.display(), decode::io_message(&e)))?;
     let labels: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
     let labels = match labels.last().is_some_and(|l| l.is_empty()) {
         true => labels[..labels.len() - 1].to_vec(),

@@ -9,7 +9,7 @@ use clap::Args;
 use resnet_core::Model;
 use serde::Serialize;
 
-use crate::data::decode_file;
+use crate::decode::decode_file;
 use crate::{emit, read_labels, shown, to_json, ArchArgs};
 
 #[derive(Args, Debug)]
@@ -45,7 +45,8 @@ pub struct Ranked {
 #[derive(Serialize)]
 struct ImageResult {
     image: String,
-    top5: Vec<Ranked>,
+    /// The `--top N` most probable classes, best first.
+    top: Vec<Ranked>,
     logits: Vec<f32>,
 }
 
@@ -121,8 +122,8 @@ pub fn predict(args: &PredictArgs) -> Result<ExitCode> {
         let probs = resnet_core::model::softmax(&logits)?.to_vec2::<f32>()?;
         let logits = logits.to_vec2::<f32>()?;
         for (((image, _), p), l) in chunk.iter().zip(probs).zip(logits) {
-            let top5 = top_k(&p, &labels, args.top as usize);
-            results.push(ImageResult { image: image.clone(), top5, logits: l });
+            let top = top_k(&p, &labels, args.top as usize);
+            results.push(ImageResult { image: image.clone(), top, logits: l });
         }
     }
 
@@ -136,10 +137,10 @@ pub fn predict(args: &PredictArgs) -> Result<ExitCode> {
         emit(&to_json(&json)?)?;
     } else {
         let mut out = String::new();
-        let width = results.iter().flat_map(|r| &r.top5).map(|t| t.label.chars().count()).max().unwrap_or(0);
+        let width = results.iter().flat_map(|r| &r.top).map(|t| t.label.chars().count()).max().unwrap_or(0);
         for r in &results {
             out.push_str(&format!("{}\n", r.image));
-            for (rank, t) in r.top5.iter().enumerate() {
+            for (rank, t) in r.top.iter().enumerate() {
                 let pad = " ".repeat(width - t.label.chars().count());
                 out.push_str(&format!(
                     "  {}. {}{pad}  {:6.2} %  (class {})\n",

@@ -220,7 +220,11 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
         (None, Some(f)) => {
             let (train_idx, val_idx) = run::split_validation(train_set.len(), f, args.seed)
                 .map_err(|e| anyhow!("--val-split {f}: {e}"))?;
-            eprintln!("holding out {} of the {} training images for validation", val_idx.len(), train_set.len());
+            eprintln!(
+                "holding out {} of the {} training images for validation",
+                val_idx.len(),
+                train_set.len()
+            );
             let images = images(&train_set);
             (Subset { images, idx: train_idx }, Some(Subset { images, idx: val_idx }))
         }
@@ -230,13 +234,14 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
         eprintln!("no validation set (--val or --val-split): best.safetensors will not be written");
     }
 
-    let mut run = match Run::open(out, arch, graph, config, args.resume, train.len(), &device).map_err(run_error)? {
-        Opened::New(r) | Opened::Resumed(r) => r,
-        Opened::Done { epochs } => {
-            eprintln!("{}: all {epochs} epochs are done", out.display());
-            return Ok(Outcome::Finished);
-        }
-    };
+    let mut run =
+        match Run::open(out, arch, graph, config, args.resume, train.len(), &device).map_err(run_error)? {
+            Opened::New(r) | Opened::Resumed(r) => r,
+            Opened::Done { epochs } => {
+                eprintln!("{}: all {epochs} epochs are done", out.display());
+                return Ok(Outcome::Finished);
+            }
+        };
     let (batches, epochs) = (run.batches(), args.epochs);
     let start = run.checkpoint().clone();
     eprintln!(

@@ -232,6 +232,22 @@ fn bad_files_are_clean_errors() {
         fails(&["predict", "--arch", "cifar-resnet20", "--weights", w, s(&cut)], "truncated");
     }
     fails(&["predict", "--arch", "cifar-resnet20", "--weights", w, s(&dir)], "directory");
+    // The browser's checks, the same here: a header declaring 20000×20000 is refused before
+    // decoding; bytes after a JPEG's end marker (a camera's trailer) are not an error.
+    let mut huge = std::fs::read(ok).unwrap();
+    huge[16..24].copy_from_slice(&[0, 0, 0x4e, 0x20, 0, 0, 0x4e, 0x20]);
+    let huge_png = dir.join("huge.png");
+    std::fs::write(&huge_png, huge).unwrap();
+    fails(&["predict", "--arch", "cifar-resnet20", "--weights", w, s(&huge_png)], "too large");
+    let trailer = dir.join("trailer.jpg");
+    image::RgbImage::from_pixel(40, 30, image::Rgb([200, 30, 30])).save(&trailer).unwrap();
+    let mut bytes = std::fs::read(&trailer).unwrap();
+    bytes.extend_from_slice(b"camera trailer after the end-of-image marker");
+    std::fs::write(&trailer, bytes).unwrap();
+    let j =
+        json(&["predict", "--arch", "cifar-resnet20", "--weights", w, "--json", "--top", "3", s(&trailer)]);
+    let top = j["results"][0]["top"].as_array().unwrap();
+    assert_eq!(top.len(), 3, "`top` holds the --top N classes: {j}");
 
     // One bad image among good ones: the good one is still predicted, the bad one reported.
     let o = resnet(&["predict", "--arch", "cifar-resnet20", "--weights", w, ok, s(&not_image)]);
@@ -305,7 +321,7 @@ fn saved_weights_round_trip_through_predict() {
         let loaded = Weights::load(&weights, &graph, arch, &Device::Cpu).unwrap();
         assert_eq!(loaded.len(), model.weights.len());
 
-        let top5 = result["top5"].as_array().unwrap();
+        let top5 = result["top"].as_array().unwrap();
         assert_eq!(top5.len(), 5);
         let probs: Vec<f64> = top5.iter().map(|t| t["prob"].as_f64().unwrap()).collect();
         assert!(probs.windows(2).all(|p| p[0] >= p[1]), "{probs:?}");
@@ -329,7 +345,7 @@ fn predict_shared_test_images() {
     assert_eq!(results.len(), 10);
     let mut correct = 0;
     for (r, class) in results.iter().zip(classes) {
-        let top5 = r["top5"].as_array().unwrap();
+        let top5 = r["top"].as_array().unwrap();
         let total: f64 = top5.iter().map(|t| t["prob"].as_f64().unwrap()).sum();
         assert!(total > 0.0 && total <= 1.0 + 1e-5, "{total}");
         assert_eq!(r["logits"].as_array().unwrap().len(), 10);
@@ -397,19 +413,14 @@ fn eval_image_folder_and_cifar_binary_agree() {
     std::fs::create_dir_all(&binary).unwrap();
     std::fs::write(binary.join("test_batch.bin"), &records).unwrap();
     let weights = shared.join("weights/cifar10-resnet20.safetensors");
+    let eval = |data: &Path, extra: &[&str]| {
+        let args = ["eval", "--arch", "cifar-resnet20", "--weights", s(&weights), "--data", s(data)];
+        resnet(&[&args[..], extra].concat())
+    };
     let run = |data: &Path| {
-        json(&[
-            "eval",
-            "--arch",
-            "cifar-resnet20",
-            "--weights",
-            s(&weights),
-            "--data",
-            s(data),
-            "--json",
-            "--batch-size",
-            "7",
-        ])
+        let o = eval(data, &["--json", "--batch-size", "7"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()
     };
     let (a, b) = (run(&folder), run(&binary));
     assert_eq!((a["format"].as_str(), b["format"].as_str()), (Some("ImageFolder"), Some("CIFAR-10 binary")));
@@ -418,31 +429,10 @@ fn eval_image_folder_and_cifar_binary_agree() {
     assert_eq!(a["confusion"], b["confusion"]);
     assert!(a["accuracy"].as_f64().unwrap() > 0.6, "{a}");
     // --limit on a folder picks every class; the table names them.
-    let limited = json(&[
-        "eval",
-        "--arch",
-        "cifar-resnet20",
-        "--weights",
-        s(&weights),
-        "--data",
-        s(&folder),
-        "--json",
-        "--limit",
-        "30",
-    ]);
+    let limited: Value = serde_json::from_slice(&eval(&folder, &["--json", "--limit", "30"]).stdout).unwrap();
     assert_eq!(limited["images"], 30);
     assert!(limited["per_class_images"].as_object().unwrap().values().all(|v| v == 3));
-    let o = resnet(&[
-        "eval",
-        "--arch",
-        "cifar-resnet20",
-        "--weights",
-        s(&weights),
-        "--data",
-        s(&binary),
-        "--limit",
-        "50",
-    ]);
+    let o = eval(&binary, &["--limit", "50"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("overall") && stdout(&o).contains("images/s"), "{}", stdout(&o));
     std::fs::remove_dir_all(dir).unwrap();

@@ -239,6 +239,22 @@ fn divergence_names_epoch_and_step_and_keeps_the_last_checkpoint() {
     assert_eq!(metrics(&out).len(), 1);
 }
 
+/// A split that would leave a side empty is a clear error, not a panic.
+#[test]
+fn a_validation_split_of_one_image_is_an_error() {
+    let dir = fresh_dir("train-one-image");
+    let class = dir.join("data/cat");
+    std::fs::create_dir_all(&class).unwrap();
+    image::RgbImage::from_pixel(32, 32, image::Rgb([90, 120, 150])).save(class.join("0.png")).unwrap();
+    let o = train_cmd(&dir.join("data"), &dir.join("run"), &["--epochs", "1", "--val-split", "0.1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("error: --val-split 0.1") && stderr.contains("at least one"), "{stderr}");
+}
+
 #[test]
 fn bad_arguments_get_clear_errors() {
     let dir = fresh_dir("train-bad");

@@ -4,6 +4,7 @@
 
 pub mod arch;
 pub mod format;
+pub mod image_file;
 pub mod kernels;
 pub mod model;
 pub mod ops;

@@ -70,7 +70,9 @@ impl Values {
     }
 
     pub(crate) fn get(&self, id: NodeId) -> Result<&Tensor> {
-        self.values[id].as_ref().ok_or_else(|| candle_core::Error::Msg(format!("node {id}: not computed or already freed")))
+        self.values[id]
+            .as_ref()
+            .ok_or_else(|| candle_core::Error::Msg(format!("node {id}: not computed or already freed")))
     }
 
     pub(crate) fn inputs(&self, node: &Node) -> Result<Vec<&Tensor>> {
@@ -173,10 +175,15 @@ fn bn_train(node: &Node, id: NodeId, x: &Tensor, weights: &Weights, eps: f64) ->
     let centred = x.broadcast_sub(&mean)?;
     let var = centred.sqr()?.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
     let xhat = centred.broadcast_div(&(&var + eps)?.sqrt()?)?;
-    let stats =
-        BnStats { node: id, mean: mean.flatten_all()?.detach(), var: var.flatten_all()?.detach(), count: n * h * w };
+    let stats = BnStats {
+        node: id,
+        mean: mean.flatten_all()?.detach(),
+        var: var.flatten_all()?.detach(),
+        count: n * h * w,
+    };
     let param = |p: &str| weights.tensor(&format!("{}.{p}", node.name));
-    let y = xhat.broadcast_mul(&per_channel(param("weight")?)?)?.broadcast_add(&per_channel(param("bias")?)?)?;
+    let y =
+        xhat.broadcast_mul(&per_channel(param("weight")?)?)?.broadcast_add(&per_channel(param("bias")?)?)?;
     Ok((y, stats))
 }
 
@@ -234,7 +241,11 @@ impl Model {
 
     /// The one way the CLI, the browser's worker and the benches get a model: `arch` as the zoo
     /// describes it, with weights from `source`, strictly matched by name and shape.
-    pub fn load(arch: &'static ArchInfo, source: WeightsSource, device: &Device) -> std::result::Result<Self, WeightsError> {
+    pub fn load(
+        arch: &'static ArchInfo,
+        source: WeightsSource,
+        device: &Device,
+    ) -> std::result::Result<Self, WeightsError> {
         Self::load_graph(arch, arch.graph(), source, device)
     }
 
@@ -301,8 +312,13 @@ impl Model {
     pub fn forward_taps(&self, x: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
         let taps = RunOptions { taps: true, ..Default::default() };
         let out = match kernels::is_plain(x) && matches!(self.device(), Device::Cpu) {
-            true => cached(&self.unfolded, || FastPlan::unfolded(&self.graph, &self.weights))?
-                .run(&self.graph, &self.weights, x, true, None)?,
+            true => cached(&self.unfolded, || FastPlan::unfolded(&self.graph, &self.weights))?.run(
+                &self.graph,
+                &self.weights,
+                x,
+                true,
+                None,
+            )?,
             false => run(&self.graph, &self.weights, x, taps)?,
         };
         Ok((out.logits, out.taps))
@@ -348,7 +364,9 @@ mod tests {
     #[test]
     fn loading_is_strict_and_names_the_source() {
         let arch = crate::find_arch("cifar-resnet20").expect("in the zoo");
-        let err = Model::load(arch, WeightsSource::Bytes(b"not safetensors"), &Device::Cpu).err().expect("bad bytes");
+        let err = Model::load(arch, WeightsSource::Bytes(b"not safetensors"), &Device::Cpu)
+            .err()
+            .expect("bad bytes");
         assert!(matches!(err, WeightsError::Format(_)), "{err}");
         let missing = Path::new("/nonexistent/w.safetensors");
         let err = Model::load(arch, WeightsSource::File(missing), &Device::Cpu).err().expect("no file");

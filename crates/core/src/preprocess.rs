@@ -55,7 +55,13 @@ impl Image<'_> {
         }
         let needed = w.checked_mul(h).and_then(|n| n.checked_mul(c)).unwrap_or(usize::MAX);
         if self.data.len() != needed {
-            return Err(PreprocessError::Size { width: w, height: h, channels: c, needed, found: self.data.len() });
+            return Err(PreprocessError::Size {
+                width: w,
+                height: h,
+                channels: c,
+                needed,
+                found: self.data.len(),
+            });
         }
         Ok(())
     }
@@ -179,9 +185,21 @@ impl Preprocess {
     fn chw_of(&self, p: &Planar) -> Vec<f32> {
         let n = p.width * p.height;
         if self.grey {
-            return (0..n).map(|i| self.normalised(0, luma([p.data[i], p.data[n + i], p.data[2 * n + i]]))).collect();
+            return (0..n)
+                .map(|i| self.normalised(0, luma([p.data[i], p.data[n + i], p.data[2 * n + i]])))
+                .collect();
         }
         p.data.iter().enumerate().map(|(i, &v)| self.normalised(i / n, v)).collect()
+    }
+
+    /// The size `w`×`h` is resized to: the shorter side becomes `resize` and the longer
+    /// `int(resize · long / short)`, as torchvision's.
+    fn resized_size(&self, w: usize, h: usize) -> (usize, usize) {
+        let short = w.min(h);
+        match w <= h {
+            true => (self.resize, (self.resize * h / short).max(self.resize)),
+            false => ((self.resize * w / short).max(self.resize), self.resize),
+        }
     }
 
     /// Resize (shorter side to `resize`) and centre crop, computing only the pixels inside the
@@ -190,13 +208,7 @@ impl Preprocess {
     fn resized_crop(&self, img: &Image) -> Result<Planar, PreprocessError> {
         img.check()?;
         let (w, h) = (img.width, img.height);
-        let short = w.min(h);
-        // torchvision: the longer side becomes int(resize * long / short).
-        let (nw, nh) = if w <= h {
-            (self.resize, (self.resize * h / short).max(self.resize))
-        } else {
-            ((self.resize * w / short).max(self.resize), self.resize)
-        };
+        let (nw, nh) = self.resized_size(w, h);
         let crop = self.crop.min(nw).min(nh);
         let left = ((nw - crop) as f32 / 2.0).round() as usize;
         let top = ((nh - crop) as f32 / 2.0).round() as usize;
@@ -226,8 +238,11 @@ impl Preprocess {
         for ch in 0..3 {
             for (y, (start, ws)) in wy.iter().enumerate() {
                 for x in 0..crop {
-                    data[(ch * crop + y) * crop + x] =
-                        ws.iter().enumerate().map(|(k, c)| tmp[(ch * rows + start + k - y0) * crop + x] * c).sum();
+                    data[(ch * crop + y) * crop + x] = ws
+                        .iter()
+                        .enumerate()
+                        .map(|(k, c)| tmp[(ch * rows + start + k - y0) * crop + x] * c)
+                        .sum();
                 }
             }
         }
@@ -287,18 +302,14 @@ mod tests {
     fn crop_window_resize_equals_full_resize() {
         fn full(p: &Preprocess, img: &Image) -> Vec<f32> {
             let (w, h) = (img.width, img.height);
-            let short = w.min(h);
-            let (nw, nh) = if w <= h {
-                (p.resize, (p.resize * h / short).max(p.resize))
-            } else {
-                ((p.resize * w / short).max(p.resize), p.resize)
-            };
+            let (nw, nh) = p.resized_size(w, h);
             let (wx, wy) = (filter_weights(w, nw, 0..nw), filter_weights(h, nh, 0..nh));
             let mut tmp = vec![0f32; 3 * h * nw];
             for ch in 0..3 {
                 for y in 0..h {
                     for (x, (s, ws)) in wx.iter().enumerate() {
-                        tmp[(ch * h + y) * nw + x] = ws.iter().enumerate().map(|(k, c)| img.rgb(s + k, y, ch) * c).sum();
+                        tmp[(ch * h + y) * nw + x] =
+                            ws.iter().enumerate().map(|(k, c)| img.rgb(s + k, y, ch) * c).sum();
                     }
                 }
             }
@@ -309,7 +320,12 @@ mod tests {
             for ch in 0..3 {
                 for (s, ws) in &wy[top..top + crop] {
                     for x in left..left + crop {
-                        out.push(ws.iter().enumerate().map(|(k, c)| tmp[(ch * h + s + k) * nw + x] * c).sum::<f32>());
+                        out.push(
+                            ws.iter()
+                                .enumerate()
+                                .map(|(k, c)| tmp[(ch * h + s + k) * nw + x] * c)
+                                .sum::<f32>(),
+                        );
                     }
                 }
             }

@@ -1,6 +1,8 @@
 //! The inference fast paths (folded BatchNorm, `kernels::conv`) against the plain Candle forward
 //! on every network of the zoo: logits of `forward` and of `forward_taps` within 1e-4.
 
+mod common;
+
 use candle_core::{Device, Tensor};
 use resnet_core::{Model, ZOO};
 
@@ -13,14 +15,7 @@ fn fast_paths_equal_reference_on_the_zoo() {
     let dev = Device::Cpu;
     for arch in ZOO {
         let mut model = Model::random(arch, 3, &dev).unwrap();
-        // Non-trivial BatchNorm statistics, so folding has something to fold.
-        for (i, p) in model.graph.param_specs().iter().enumerate() {
-            if p.name.ends_with("running_mean") || p.name.ends_with("running_var") {
-                let n = p.shape[0];
-                let v: Vec<f32> = (0..n).map(|j| 0.5 + ((i * 31 + j * 17) % 13) as f32 / 13.0).collect();
-                model.weights.insert(p.name.clone(), Tensor::from_vec(v, n, &dev).unwrap());
-            }
-        }
+        common::vary_running_stats(&mut model, &dev);
         let s = model.graph.input;
         let x = Tensor::randn(0f32, 1.0, (1, s.c, s.h, s.w), &dev).unwrap();
         let reference = model.forward_reference(&x).unwrap();

@@ -142,8 +142,7 @@ fn train_loss(
     for (n, t) in names.iter().zip(&xs[1..]) {
         map.insert(n.clone(), t.clone());
     }
-    let out =
-        run(graph, &Weights::from_map(map), &xs[0], RunOptions { mode: Mode::Train, taps: false })?;
+    let out = run(graph, &Weights::from_map(map), &xs[0], RunOptions { mode: Mode::Train, taps: false })?;
     project(&out.logits, 11)
 }
 

@@ -1,5 +1,7 @@
 //! The layer table against published numbers, and against a real forward pass.
 
+mod common;
+
 use candle_core::{Device, Tensor};
 use resnet_core::spec::{GraphBuilder, Op, Shape};
 use resnet_core::{find_arch, Model, ZOO};
@@ -158,15 +160,7 @@ fn folded_batchnorm_equals_reference() {
     for name in ["cifar-resnet20", "resnet18", "googlenet", "cifar-vgg19", "resnet50"] {
         let arch = find_arch(name).unwrap();
         let mut model = Model::random(arch, 7, &dev).unwrap();
-        // Non-trivial running statistics, so folding has something to fold.
-        let specs = model.graph.param_specs();
-        for (i, p) in specs.iter().enumerate() {
-            if p.name.ends_with("running_mean") || p.name.ends_with("running_var") {
-                let n = p.shape[0];
-                let v: Vec<f32> = (0..n).map(|j| 0.5 + ((i * 31 + j * 17) % 13) as f32 / 13.0).collect();
-                model.weights.insert(p.name.clone(), Tensor::from_vec(v, n, &dev).unwrap());
-            }
-        }
+        common::vary_running_stats(&mut model, &dev);
         let input = model.graph.input;
         let x = Tensor::randn(0f32, 1.0, (2, input.c, input.h, input.w), &dev).unwrap();
         let a = model.forward(&x).unwrap();

@@ -2,7 +2,7 @@
 //! tensor names of the shared pretrained weights (akamaster/pytorch_resnet_cifar10), and their
 //! plain counterparts.
 
-use super::resnet::finish_residual;
+use super::resnet::{basic_branch, finish_residual};
 use crate::spec::{BlockKind, Graph, GraphBuilder, NodeId, Shape, ShortcutKind};
 
 /// How a block whose shape changes gets its shortcut (paper §3.3).
@@ -47,11 +47,7 @@ fn block(
     option: Option<ShortcutOption>,
 ) -> NodeId {
     let block = g.begin_block(name, BlockKind::Basic, x);
-    let y = g.conv("conv1", x, planes, 3, stride, 1, false);
-    let y = g.bn("bn1", y);
-    let y = g.relu("relu1", y);
-    let y = g.conv("conv2", y, planes, 3, 1, 1, false);
-    let y = g.bn("bn2", y);
+    let y = basic_branch(g, x, planes, stride);
     let same_shape = stride == 1 && g.channels(x) == planes;
     let s = option.map(|option| {
         if same_shape {

@@ -98,13 +98,18 @@ fn basic_block(
     residual: bool,
 ) -> NodeId {
     let block = g.begin_block(name, BlockKind::Basic, x);
+    let y = basic_branch(g, x, planes, stride);
+    let s = residual.then(|| shortcut(g, block, x, planes, stride));
+    finish_residual(g, block, y, s)
+}
+
+/// A BasicBlock's F(x): 3×3 conv (the block's stride), BN, ReLU, 3×3 conv, BN.
+pub(crate) fn basic_branch(g: &mut GraphBuilder, x: NodeId, planes: usize, stride: usize) -> NodeId {
     let y = g.conv("conv1", x, planes, 3, stride, 1, false);
     let y = g.bn("bn1", y);
     let y = g.relu("relu1", y);
     let y = g.conv("conv2", y, planes, 3, 1, 1, false);
-    let y = g.bn("bn2", y);
-    let s = residual.then(|| shortcut(g, block, x, planes, stride));
-    finish_residual(g, block, y, s)
+    g.bn("bn2", y)
 }
 
 fn bottleneck(

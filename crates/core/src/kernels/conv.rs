@@ -164,7 +164,12 @@ impl PreparedConv {
                     let cols = &mut cols[..kk * n];
                     cols.fill(0.0); // the padding
                     im2col(&rows, g, (oy0, oy1), cols);
-                    matmul(a, Mat { data: cols, rows: kk, cols: n, stride: n }, &mut out[oy0 * g.ow..], plane);
+                    matmul(
+                        a,
+                        Mat { data: cols, rows: kk, cols: n, stride: n },
+                        &mut out[oy0 * g.ow..],
+                        plane,
+                    );
                 }
                 give_scratch(cols);
             }

@@ -159,9 +159,13 @@ mod tests {
     #[test]
     fn columns_and_their_adjoint() -> Result<()> {
         // (c, h, w, k, stride, pad): 3×3 and 7×7 stems, strides 2 and 3, 1×1, odd planes.
-        for (c, h, w, k, s, p) in
-            [(2, 5, 7, 3, 1, 1), (3, 9, 8, 3, 2, 1), (2, 15, 13, 7, 2, 3), (2, 6, 5, 5, 3, 2), (3, 4, 4, 1, 2, 0)]
-        {
+        for (c, h, w, k, s, p) in [
+            (2, 5, 7, 3, 1, 1),
+            (3, 9, 8, 3, 2, 1),
+            (2, 15, 13, 7, 2, 3),
+            (2, 6, 5, 5, 3, 2),
+            (3, 4, 4, 1, 2, 0),
+        ] {
             let g = ConvGeometry::new(c, (h, w), k, s, p)?;
             let x: Vec<f64> = (0..c * h * w).map(|i| (i as f64 * 0.37).sin()).collect();
             let want = naive(&x, &g);

@@ -20,6 +20,21 @@ fn contiguous<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
     }
 }
 
+/// `f32` or `f64` applied to the contiguous data of `s`, whichever dtype it holds.
+fn on_floats(
+    s: &CpuStorage,
+    l: &Layout,
+    op: &str,
+    f32: impl FnOnce(&[f32]) -> Vec<f32>,
+    f64: impl FnOnce(&[f64]) -> Vec<f64>,
+) -> Result<CpuStorage> {
+    match s {
+        CpuStorage::F32(v) => Ok(CpuStorage::F32(f32(contiguous(v, l)?))),
+        CpuStorage::F64(v) => Ok(CpuStorage::F64(f64(contiguous(v, l)?))),
+        _ => candle_core::bail!("{op}: f32 or f64 only"),
+    }
+}
+
 fn columns<T: Copy + Default>(x: &[T], g: &ConvGeometry, n: usize) -> Vec<T> {
     let (isz, osz) = (g.c * g.h * g.w, g.rows() * g.cols());
     let mut out = vec![T::default(); n * osz];
@@ -44,14 +59,9 @@ impl CustomOp1 for Im2Col {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
-        let n = l.dims()[0];
-        let shape = Shape::from((n, g.rows(), g.cols()));
-        match s {
-            CpuStorage::F32(v) => Ok((CpuStorage::F32(columns(contiguous(v, l)?, g, n)), shape)),
-            CpuStorage::F64(v) => Ok((CpuStorage::F64(columns(contiguous(v, l)?, g, n)), shape)),
-            _ => candle_core::bail!("im2col: f32 or f64 only"),
-        }
+        let (g, n) = (&self.0, l.dims()[0]);
+        let storage = on_floats(s, l, "im2col", |x| columns(x, g, n), |x| columns(x, g, n))?;
+        Ok((storage, Shape::from((n, g.rows(), g.cols()))))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -65,14 +75,9 @@ impl CustomOp1 for Col2Im {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
-        let n = l.dims()[0];
-        let shape = Shape::from((n, g.c, g.h, g.w));
-        match s {
-            CpuStorage::F32(v) => Ok((CpuStorage::F32(images(contiguous(v, l)?, g, n)), shape)),
-            CpuStorage::F64(v) => Ok((CpuStorage::F64(images(contiguous(v, l)?, g, n)), shape)),
-            _ => candle_core::bail!("col2im: f32 or f64 only"),
-        }
+        let (g, n) = (&self.0, l.dims()[0]);
+        let storage = on_floats(s, l, "col2im", |x| images(x, g, n), |x| images(x, g, n))?;
+        Ok((storage, Shape::from((n, g.c, g.h, g.w))))
     }
 }
 

@@ -43,7 +43,15 @@ pub enum RunError {
          nothing was saved from this epoch: the last good checkpoint ({epochs_done} epochs) in {} is intact",
         dir.display()
     )]
-    Diverged { loss: f32, epoch: usize, batch: usize, batches: usize, step: u64, epochs_done: usize, dir: PathBuf },
+    Diverged {
+        loss: f32,
+        epoch: usize,
+        batch: usize,
+        batches: usize,
+        step: u64,
+        epochs_done: usize,
+        dir: PathBuf,
+    },
     #[error("{}: {msg}", path.display())]
     Io { path: PathBuf, msg: String },
     #[error(transparent)]
@@ -82,8 +90,12 @@ impl RunConfig {
         let invalid = |m: &str| Err(RunError::Invalid(m.into()));
         match () {
             _ if self.epochs == 0 => invalid("the run needs at least 1 epoch"),
-            _ if self.batch_size < 2 => invalid("the batch size must be at least 2 (BatchNorm needs 2 samples)"),
-            _ if !(self.lr > 0.0 && self.lr.is_finite()) => invalid("the learning rate must be a positive number"),
+            _ if self.batch_size < 2 => {
+                invalid("the batch size must be at least 2 (BatchNorm needs 2 samples)")
+            }
+            _ if !(self.lr > 0.0 && self.lr.is_finite()) => {
+                invalid("the learning rate must be a positive number")
+            }
             _ => Ok(()),
         }
     }
@@ -240,7 +252,11 @@ pub fn status(dir: &Path, arch: &ArchInfo, config: &RunConfig, resume: bool) -> 
         (_, false) => return Ok(Status::New),
     };
     if s.arch != arch.name {
-        return Err(RunError::OtherArch { dir: dir.to_path_buf(), found: s.arch, wanted: arch.name.to_string() });
+        return Err(RunError::OtherArch {
+            dir: dir.to_path_buf(),
+            found: s.arch,
+            wanted: arch.name.to_string(),
+        });
     }
     if s.batch_size != config.batch_size as u64 && s.batches_done > 0 {
         return Err(RunError::Invalid(format!(
@@ -259,7 +275,9 @@ pub enum Opened {
     New(Run),
     Resumed(Run),
     /// The run already did every epoch asked for.
-    Done { epochs: usize },
+    Done {
+        epochs: usize,
+    },
 }
 
 /// Where one step of [`Run::train_epoch`] left the epoch.
@@ -324,7 +342,8 @@ impl Run {
         };
         let batch = config.batch_size;
         // A last batch of one sample cannot be batch-normalised: drop it.
-        let batches = if train_images % batch == 1 { train_images / batch } else { train_images.div_ceil(batch) };
+        let batches =
+            if train_images % batch == 1 { train_images / batch } else { train_images.div_ceil(batch) };
         if batches == 0 {
             return Err(RunError::Invalid(format!("{train_images} training images: too few for a batch")));
         }
@@ -341,7 +360,12 @@ impl Run {
                 t.sgd.set_state(buffers.into_iter().collect());
                 t
             }
-            None => Trainer::new(graph.clone(), &Weights::random(&graph, config.seed, device)?, config.sgd, device)?,
+            None => Trainer::new(
+                graph.clone(),
+                &Weights::random(&graph, config.seed, device)?,
+                config.sgd,
+                device,
+            )?,
         };
         let mut state = resumed.clone().unwrap_or(Checkpoint {
             arch: arch.name.to_string(),
@@ -411,11 +435,18 @@ impl Run {
     /// Trains the rest of the current epoch on `train` (which must be the set the run was
     /// opened with), calling `on_step` after each step; `on_step` returning `false` stops the
     /// epoch there with a checkpoint (unless it was the epoch's last batch).
-    pub fn train_epoch(&mut self, train: &Subset, mut on_step: impl FnMut(&StepReport) -> bool) -> Result<EpochEnd> {
+    pub fn train_epoch(
+        &mut self,
+        train: &Subset,
+        mut on_step: impl FnMut(&StepReport) -> bool,
+    ) -> Result<EpochEnd> {
         let epoch = self.state.epochs_done;
         let (batch, n, seed) = (self.config.batch_size, train.len(), self.state.seed);
         if n != self.state.train_images {
-            return Err(RunError::Invalid(format!("the run trains on {} images, not {n}", self.state.train_images)));
+            return Err(RunError::Invalid(format!(
+                "the run trains on {} images, not {n}",
+                self.state.train_images
+            )));
         }
         self.epoch_start = Instant::now();
         self.lr = self.schedule.lr(epoch, self.state.batches_done);
@@ -455,8 +486,15 @@ impl Run {
             st.seen += s.samples;
             st.train_seconds += t.elapsed().as_secs_f64();
             let (loss, accuracy, images_per_sec) = st.running();
-            let report =
-                StepReport { epoch, batch: b + 1, batches: self.batches, lr: self.lr, loss, accuracy, images_per_sec };
+            let report = StepReport {
+                epoch,
+                batch: b + 1,
+                batches: self.batches,
+                lr: self.lr,
+                loss,
+                accuracy,
+                images_per_sec,
+            };
             if !on_step(&report) && b + 1 < self.batches {
                 self.save(None)?;
                 return Ok(EpochEnd::Stopped);
@@ -568,7 +606,8 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
-            serde_json::from_str(l).map_err(|e| RunError::Io { path: path.into(), msg: format!("bad line {l}: {e}") })
+            serde_json::from_str(l)
+                .map_err(|e| RunError::Io { path: path.into(), msg: format!("bad line {l}: {e}") })
         })
         .collect()
 }
