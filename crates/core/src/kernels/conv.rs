@@ -13,7 +13,7 @@ use candle_core::{DType, Result, Tensor};
 use super::gemm::{matmul, Mat};
 use super::im2col::{im2col, phases, ConvGeometry};
 use super::winograd::Winograd3x3;
-use super::{free_threads, give_scratch, take_scratch, with_slice, Epilogue};
+use super::{give_scratch, take_scratch, with_slice, Epilogue};
 
 /// The column matrix of a band of output rows is kept to about this many floats (256 KiB), so
 /// that it is still in cache when gemm reads it.
@@ -120,7 +120,7 @@ impl PreparedConv {
             // Natively, the images of a batch on all of Candle's threads (evaluation, training's
             // validation); in the browser, one thread.
             #[cfg(not(target_arch = "wasm32"))]
-            if n > 1 && free_threads() > 1 {
+            if n > 1 && super::free_threads() > 1 {
                 use rayon::prelude::*;
                 out.par_chunks_exact_mut(out_len)
                     .zip(xs.par_chunks_exact(in_len))

@@ -3,18 +3,9 @@
 //! Inception's parallel branches, and the output size on each edge. Click to inspect.
 
 use resnet_core::spec::{BlockKind, Graph, NodeId, Op, ShortcutKind};
-use resnet_core::Summary;
 use yew::prelude::*;
 
-use super::Shared;
-
-#[derive(Properties, PartialEq)]
-pub struct Props {
-    pub graph: Shared<Graph>,
-    pub summary: Shared<Summary>,
-    pub selected: usize,
-    pub on_select: Callback<usize>,
-}
+use super::LayerProps;
 
 /// One box of the diagram.
 enum Item {
@@ -73,7 +64,7 @@ const BOX_W: f64 = 330.0;
 const GAP: f64 = 30.0;
 
 #[function_component(Diagram)]
-pub fn diagram(p: &Props) -> Html {
+pub fn diagram(p: &LayerProps) -> Html {
     let g = &p.graph;
     let shapes: Vec<[usize; 3]> =
         std::iter::once(p.summary.input).chain(p.summary.layers.iter().map(|r| r.out_shape)).collect();

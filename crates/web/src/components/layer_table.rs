@@ -1,27 +1,18 @@
 //! Panel 4: the layer table (torchinfo-style) from `Graph::summary`, the same numbers as
 //! `resnet summary`; each row shows how its output size follows from kernel, stride, padding.
 
-use resnet_core::{Graph, Summary};
 use yew::prelude::*;
 
-use super::Shared;
+use super::LayerProps;
 
 use crate::viz::{formula, si, thousands};
-
-#[derive(Properties, PartialEq)]
-pub struct Props {
-    pub graph: Shared<Graph>,
-    pub summary: Shared<Summary>,
-    pub selected: usize,
-    pub on_select: Callback<usize>,
-}
 
 fn dims(s: [usize; 3]) -> String {
     format!("{}×{}×{}", s[0], s[1], s[2])
 }
 
 #[function_component(LayerTable)]
-pub fn layer_table(p: &Props) -> Html {
+pub fn layer_table(p: &LayerProps) -> Html {
     let s = &p.summary;
     let selected_ref = use_node_ref();
     {

@@ -13,9 +13,20 @@ pub mod prediction;
 
 use std::rc::Rc;
 
+use resnet_core::{Graph, Summary};
 use wasm_bindgen::{Clamped, JsCast};
 use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, ImageData};
 use yew::prelude::*;
+
+/// The props of the two views of the whole net (the layer table and the diagram): both show
+/// every layer, mark the selected one and select on click.
+#[derive(Properties, PartialEq)]
+pub struct LayerProps {
+    pub graph: Shared<Graph>,
+    pub summary: Shared<Summary>,
+    pub selected: usize,
+    pub on_select: Callback<usize>,
+}
 
 /// Shared, immutable data in props: equal when it is the same allocation. Yew compares props
 /// on every render; `Rc<T>`'s own `==` would compare every f32 of a map or a filter bank. So a
