@@ -93,6 +93,7 @@ pub fn render(title: &str, description: &str, s: &Summary) -> String {
         ("Layer", Align::Left),
         ("Kind", Align::Left),
         ("k/s/p", Align::Left),
+        ("RF/jump", Align::Right),
         ("Output C×H×W", Align::Right),
         ("Params", Align::Right),
         ("MACs", Align::Right),
@@ -102,6 +103,7 @@ pub fn render(title: &str, description: &str, s: &Summary) -> String {
         "input".into(),
         "Input".into(),
         String::new(),
+        "1/1".into(),
         shape(s.input),
         String::new(),
         String::new(),
@@ -143,6 +145,7 @@ pub fn render(title: &str, description: &str, s: &Summary) -> String {
             name,
             row.kind.to_string(),
             ksp,
+            format!("{}/{}", row.rf, row.jump),
             shape(row.out_shape),
             dash(row.params),
             dash(row.macs),
@@ -173,6 +176,10 @@ pub fn render(title: &str, description: &str, s: &Summary) -> String {
         thousands(s.total_activations),
         mib(s.activation_bytes)
     ));
+    out.push_str(
+        "RF/jump:           receptive field (input pixels one output pixel sees, per side) / input \
+         pixels between neighbouring outputs\n",
+    );
     if !notes.is_empty() {
         out.push_str("\nNotes:\n");
         for (k, (note, layers)) in notes.iter().enumerate() {

@@ -108,9 +108,19 @@ fn summary_rows_and_shapes() {
     let graph = find_arch("resnet50").unwrap().graph();
     assert_eq!(layers.len(), graph.nodes.len() - 1, "one row per layer");
     for l in layers {
-        for key in
-            ["name", "kind", "kernel", "stride", "padding", "out_shape", "params", "macs", "activations"]
-        {
+        for key in [
+            "name",
+            "kind",
+            "kernel",
+            "stride",
+            "padding",
+            "out_shape",
+            "params",
+            "macs",
+            "activations",
+            "rf",
+            "jump",
+        ] {
             assert!(l.get(key).is_some(), "{key} missing in {l}");
         }
         assert_eq!(l["out_shape"].as_array().unwrap().len(), 3);
@@ -119,6 +129,7 @@ fn summary_rows_and_shapes() {
     assert_eq!(row("conv1")["out_shape"], serde_json::json!([64, 112, 112]));
     assert_eq!((row("conv1")["kernel"].clone(), row("conv1")["stride"].clone()), (7.into(), 2.into()));
     assert_eq!(row("layer1.0.add")["kind"], "Add");
+    assert_eq!((row("maxpool")["rf"].clone(), row("maxpool")["jump"].clone()), (11.into(), 4.into()));
     assert_eq!(row("fc")["out_shape"], serde_json::json!([1000, 1, 1]));
 
     // Other input sizes: square and H×W.
@@ -142,9 +153,18 @@ fn summary_table_for_people() {
     let o = resnet(&["summary", "--arch", "cifar-resnet20"]);
     assert!(o.status.success());
     let out = stdout(&o);
-    for needle in
-        ["Layer", "k/s/p", "Output C×H×W", "layer3.2.add", "3/1/1", "64×8×8", "269,722", "40,551,040", "MiB"]
-    {
+    for needle in [
+        "Layer",
+        "k/s/p",
+        "RF/jump",
+        "Output C×H×W",
+        "layer3.2.add",
+        "3/1/1",
+        "64×8×8",
+        "269,722",
+        "40,551,040",
+        "MiB",
+    ] {
         assert!(out.contains(needle), "'{needle}' not in\n{out}");
     }
     let o = resnet(&["list"]);

@@ -294,6 +294,11 @@ pub struct LayerRow {
     pub macs: u64,
     /// Output elements of one sample.
     pub activations: u64,
+    /// Theoretical receptive field: the side, in input pixels, of the window one output pixel
+    /// sees (unclipped, so it can exceed the image).
+    pub rf: usize,
+    /// Input pixels between neighbouring output pixels (the product of the strides so far).
+    pub jump: usize,
     /// Whether `activations` counts towards the activation memory total (ReLU is in place,
     /// Flatten and Dropout are views).
     pub allocates: bool,
@@ -463,9 +468,34 @@ impl Graph {
         Ok(shapes)
     }
 
+    /// Receptive field and jump of every node (see [`LayerRow::rf`]) for the given shapes: a
+    /// window of kernel `k` and stride `s` gives `rf + (k − 1)·jump` and `jump·s`; a residual
+    /// sum or a concatenation takes its widest input; a layer that sees its whole input map
+    /// (flatten, an adaptive pool to fewer cells) covers the map.
+    pub fn receptive_fields(&self, shapes: &[Shape]) -> Vec<(usize, usize)> {
+        let mut rf: Vec<(usize, usize)> = Vec::with_capacity(self.nodes.len());
+        for (i, node) in self.nodes.iter().enumerate() {
+            let widest = node.inputs.iter().map(|&j| rf[j]).max().unwrap_or((1, 1));
+            let map = node.inputs.first().map_or(1, |&j| shapes[j].h.max(shapes[j].w));
+            let out = shapes[i].h.max(shapes[i].w);
+            let (k, s) = match &node.op {
+                Op::Conv2d(c) => (c.kernel, c.stride),
+                Op::MaxPool2d(p) | Op::AvgPool2d(p) => (p.kernel, p.stride),
+                Op::ShortcutA { stride, .. } => (1, *stride),
+                Op::AdaptiveAvgPool2d { .. } if out < map => (map.div_ceil(out), map / out),
+                Op::Flatten => (map, map),
+                _ => (1, 1),
+            };
+            let (r, j) = widest;
+            rf.push((r + (k - 1) * j, j * s));
+        }
+        rf
+    }
+
     /// The layer table: one row per layer (sums, pools and concatenations included).
     pub fn summary(&self, input: Option<Shape>) -> Result<Summary, ShapeError> {
         let shapes = self.shapes(input)?;
+        let fields = self.receptive_fields(&shapes);
         let input = shapes[0];
         let mut layers = Vec::with_capacity(self.nodes.len());
         for (i, node) in self.nodes.iter().enumerate().skip(1) {
@@ -493,6 +523,8 @@ impl Graph {
                 params: node.trainable_params() as u64,
                 macs: macs as u64,
                 activations: out.elements() as u64,
+                rf: fields[i].0,
+                jump: fields[i].1,
                 allocates: node.op.allocates() && !identity_pool,
                 block: node.block.map(|b| self.blocks[b].name.clone()),
                 stage: node.stage.clone(),

@@ -182,3 +182,34 @@ fn cifar_shortcut_options() {
     assert!(plain.nodes.iter().all(|n| !matches!(n.op, Op::Add)));
     assert_eq!(plain.total_params(), a.total_params());
 }
+
+/// Receptive field and jump, from the same description as the shapes: the stem of ResNet-18,
+/// a residual sum (the widest branch), a downsampling block's projection, and VGG-16's
+/// well-known 196 (conv5_3) and 212 (pool5).
+#[test]
+fn receptive_fields_follow_kernels_and_strides() {
+    let rows = |arch: &str| summary(arch).layers;
+    let at = |rows: &[resnet_core::LayerRow], name: &str| {
+        let r = rows.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("{name}"));
+        (r.rf, r.jump)
+    };
+    let r18 = rows("resnet18");
+    assert_eq!(at(&r18, "conv1"), (7, 2));
+    assert_eq!(at(&r18, "bn1"), (7, 2));
+    assert_eq!(at(&r18, "maxpool"), (11, 4));
+    assert_eq!(at(&r18, "layer1.0.conv1"), (19, 4));
+    assert_eq!(at(&r18, "layer1.0.conv2"), (27, 4));
+    assert_eq!(at(&r18, "layer1.0.add"), (27, 4), "the residual branch is the wider");
+    assert_eq!(at(&r18, "layer1.1.add"), (43, 4));
+    assert_eq!(at(&r18, "layer2.0.conv1"), (43 + 2 * 4, 8));
+    assert_eq!(at(&r18, "layer2.0.downsample.0"), (43, 8), "a 1×1 projection only strides");
+    let vgg = rows("vgg16");
+    assert_eq!(at(&vgg, "features.28"), (196, 16), "conv5_3");
+    assert_eq!(at(&vgg, "features.30"), (212, 32), "pool5");
+    // The head sees everything: the 7×7 map of pool5 is flattened into one vector.
+    assert_eq!(at(&vgg, "flatten"), (212 + 6 * 32, 7 * 32));
+    let r20 = rows("cifar-resnet20");
+    assert_eq!(at(&r20, "conv1"), (3, 1));
+    assert_eq!(at(&r20, "layer1.2.relu"), (3 + 3 * 2 * 2, 1));
+    assert_eq!(at(&r20, "layer2.0.shortcut"), (15, 2), "option A subsamples");
+}
