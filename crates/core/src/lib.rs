@@ -3,6 +3,7 @@
 //! table and the diagram; weights use PyTorch's names.
 
 pub mod arch;
+pub mod explain;
 pub mod format;
 pub mod image_file;
 pub mod kernels;

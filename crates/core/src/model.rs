@@ -190,10 +190,54 @@ fn bn_train(node: &Node, id: NodeId, x: &Tensor, weights: &Weights, eps: f64) ->
 /// Runs `graph` on `x` (N×C×H×W) layer by layer as described, with Candle's differentiable ops
 /// on any device and dtype. Training mode uses batch statistics and dropout.
 pub fn run(graph: &Graph, weights: &Weights, x: &Tensor, opts: RunOptions) -> Result<Output> {
-    let mut values = Values::new(graph, x, opts.taps)?;
+    let values = Values::new(graph, x, opts.taps)?;
+    run_nodes(graph, weights, values, 1, opts)
+}
+
+/// Continues an eval-mode pass after node `from`: `taps` are every node's outputs of a pass
+/// on the same input, and `start` stands in for node `from`'s (say a `Var` whose gradient is
+/// wanted: only what depends on it is recomputed, everything before is taken from `taps`).
+/// Returns the logits.
+pub fn run_from(
+    graph: &Graph,
+    weights: &Weights,
+    taps: &[Tensor],
+    from: NodeId,
+    start: Tensor,
+) -> Result<Tensor> {
+    if taps.len() != graph.nodes.len() || from == 0 || from >= taps.len() {
+        candle_core::bail!(
+            "run_from: {} taps and node {from} for a graph of {} nodes",
+            taps.len(),
+            graph.nodes.len()
+        );
+    }
+    if start.dims() != taps[from].dims() {
+        candle_core::bail!(
+            "run_from: a {:?} output for node {from}, whose output is {:?}",
+            start.dims(),
+            taps[from].dims()
+        );
+    }
+    let mut values = Values { values: vec![None; taps.len()], uses: graph.fan_out(), keep: false };
+    for (i, t) in taps.iter().enumerate().take(from) {
+        values.set(i, t.clone());
+    }
+    values.set(from, start);
+    Ok(run_nodes(graph, weights, values, from + 1, RunOptions::default())?.logits)
+}
+
+/// The interpreter's loop over nodes `first..`, the earlier ones' outputs in `values`.
+fn run_nodes(
+    graph: &Graph,
+    weights: &Weights,
+    mut values: Values,
+    first: NodeId,
+    opts: RunOptions,
+) -> Result<Output> {
     let mut bn_stats = vec![];
     let train = opts.mode == Mode::Train;
-    for (i, node) in graph.nodes.iter().enumerate().skip(1) {
+    for (i, node) in graph.nodes.iter().enumerate().skip(first) {
         let xs = values.inputs(node)?;
         let y = match &node.op {
             Op::BatchNorm2d { eps, .. } if train => {

@@ -1,0 +1,314 @@
+//! Where the net looks: class activation maps of any layer with a spatial output, as
+//! pytorch-grad-cam defines them.
+//!
+//! - Grad-CAM: `relu(Σ_k α_k A_k)`, `α_k` the spatial mean of `∂score/∂A_k`;
+//! - Grad-CAM++: `α_k = Σ_ij relu(g) · g² / (2g² + Σ_ij A_k · g³ + ε)` (zero where `g = 0`);
+//! - EigenCAM: the activations' first principal component (positions × channels, centred per
+//!   channel), no gradient.
+//!
+//! The score is the class's logit. The gradient comes from the reference interpreter
+//! ([`crate::model::run_from`]) continued from the layer's output, so only what depends on it
+//! is differentiated; everything before it comes from one fast forward with taps.
+
+use candle_core::{IndexOp, Result, Tensor, Var};
+use serde::Serialize;
+
+use crate::model::{run_from, Model};
+use crate::rng::Rng;
+use crate::spec::{Graph, NodeId};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum CamMethod {
+    #[serde(rename = "gradcam")]
+    GradCam,
+    #[serde(rename = "gradcam++")]
+    GradCamPlusPlus,
+    #[serde(rename = "eigencam")]
+    EigenCam,
+}
+
+impl CamMethod {
+    pub const ALL: [CamMethod; 3] = [CamMethod::GradCam, CamMethod::GradCamPlusPlus, CamMethod::EigenCam];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CamMethod::GradCam => "gradcam",
+            CamMethod::GradCamPlusPlus => "gradcam++",
+            CamMethod::EigenCam => "eigencam",
+        }
+    }
+}
+
+impl std::str::FromStr for CamMethod {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        CamMethod::ALL.into_iter().find(|m| m.name() == s.to_ascii_lowercase()).ok_or_else(|| {
+            format!("unknown method '{s}' (expected {})", CamMethod::ALL.map(CamMethod::name).join(", "))
+        })
+    }
+}
+
+/// A class activation map at the layer's own resolution: `height` rows of `width` values, all
+/// non-negative.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cam {
+    pub method: CamMethod,
+    pub layer: NodeId,
+    pub class: usize,
+    pub height: usize,
+    pub width: usize,
+    pub values: Vec<f32>,
+}
+
+impl Cam {
+    /// Rows of values.
+    pub fn rows(&self) -> Vec<Vec<f32>> {
+        self.values.chunks(self.width).map(<[f32]>::to_vec).collect()
+    }
+
+    /// Scaled to `[0, 1]` (minus the minimum, over the maximum, as pytorch-grad-cam's
+    /// `scale_cam_image`) and resized bilinearly to `w`×`h` with pixel centres aligned (as
+    /// OpenCV's `INTER_LINEAR`): the heat map to lay over the input crop.
+    pub fn heat_map(&self, w: usize, h: usize) -> Vec<f32> {
+        let lo = self.values.iter().copied().fold(f32::INFINITY, f32::min);
+        let hi = self.values.iter().copied().fold(f32::NEG_INFINITY, f32::max) - lo;
+        let at = |y: usize, x: usize| (self.values[y * self.width + x] - lo) / (hi + 1e-7);
+        // Source coordinate and the two neighbours' weights of output index `i`.
+        let axis = |i: usize, n_out: usize, n_in: usize| {
+            let c = ((i as f32 + 0.5) * n_in as f32 / n_out as f32 - 0.5).clamp(0.0, (n_in - 1) as f32);
+            let i0 = c.floor() as usize;
+            (i0, (i0 + 1).min(n_in - 1), c - i0 as f32)
+        };
+        let mut out = Vec::with_capacity(w * h);
+        for y in 0..h {
+            let (y0, y1, fy) = axis(y, h, self.height);
+            for x in 0..w {
+                let (x0, x1, fx) = axis(x, w, self.width);
+                let top = at(y0, x0) * (1.0 - fx) + at(y0, x1) * fx;
+                let bottom = at(y1, x0) * (1.0 - fx) + at(y1, x1) * fx;
+                out.push(top * (1.0 - fy) + bottom * fy);
+            }
+        }
+        out
+    }
+}
+
+impl Graph {
+    /// The layer a CAM looks at by default: the last block's output (the usual choice for
+    /// ResNets), else the last layer that still has a spatial map larger than 1×1.
+    pub fn default_cam_layer(&self) -> Option<NodeId> {
+        if let Some(b) = self.blocks.last() {
+            return Some(b.output);
+        }
+        let shapes = self.shapes(None).ok()?;
+        (1..self.nodes.len()).rev().find(|&i| shapes[i].h * shapes[i].w > 1)
+    }
+}
+
+impl Model {
+    /// The class activation map of `layer` for `class` (default: the top class) on one image
+    /// `x` (1×C×H×W).
+    pub fn cam(&self, x: &Tensor, layer: NodeId, class: Option<usize>, method: CamMethod) -> Result<Cam> {
+        let g = &self.graph;
+        if x.dim(0)? != 1 {
+            candle_core::bail!("a class activation map is of one image, not a batch of {}", x.dim(0)?);
+        }
+        if layer == 0 || layer >= g.nodes.len() {
+            candle_core::bail!("no layer {layer} (the net has {} layers)", g.nodes.len() - 1);
+        }
+        let (logits, taps) = self.forward_taps(x)?;
+        let name = &g.nodes[layer].name;
+        let a = &taps[layer];
+        let (c, h, w) = match a.dims() {
+            &[1, c, h, w] => (c, h, w),
+            d => candle_core::bail!(
+                "layer {name} has no spatial map (its output is {d:?}): pick a conv, ReLU or block"
+            ),
+        };
+        let logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+        let class = match class {
+            Some(k) if k >= logits.len() => {
+                candle_core::bail!("class {k}: the net has {} classes", logits.len())
+            }
+            Some(k) => k,
+            None => crate::format::top_k(&logits, 1)[0].0,
+        };
+        let acts: Vec<f32> = a.flatten_all()?.to_vec1()?;
+        let plane = h * w;
+        let weights = match method {
+            CamMethod::EigenCam => {
+                let values = first_component(&acts, c, plane);
+                return Ok(Cam { method, layer, class, height: h, width: w, values: relu(values) });
+            }
+            CamMethod::GradCam | CamMethod::GradCamPlusPlus => {
+                let var = Var::from_tensor(&a.detach())?;
+                let logits = run_from(g, &self.weights, &taps, layer, var.as_tensor().clone())?;
+                let grads = logits.i((0, class))?.backward()?;
+                let grad: Vec<f32> = match grads.get(var.as_tensor()) {
+                    Some(t) => t.flatten_all()?.to_vec1()?,
+                    None => vec![0.0; acts.len()],
+                };
+                channel_weights(method, &acts, &grad, plane)
+            }
+        };
+        let mut values = vec![0f32; plane];
+        for (k, wk) in weights.iter().enumerate() {
+            for (v, &a) in values.iter_mut().zip(&acts[k * plane..(k + 1) * plane]) {
+                *v += wk * a;
+            }
+        }
+        Ok(Cam { method, layer, class, height: h, width: w, values: relu(values) })
+    }
+}
+
+fn relu(v: Vec<f32>) -> Vec<f32> {
+    v.into_iter().map(|x| if x > 0.0 { x } else { 0.0 }).collect()
+}
+
+/// Grad-CAM's and Grad-CAM++'s weight of each channel.
+fn channel_weights(method: CamMethod, acts: &[f32], grad: &[f32], plane: usize) -> Vec<f32> {
+    let channels = acts.chunks_exact(plane).zip(grad.chunks_exact(plane));
+    match method {
+        CamMethod::GradCam => channels.map(|(_, g)| g.iter().sum::<f32>() / plane as f32).collect(),
+        // In f64: the g³ terms amplify rounding.
+        _ => channels
+            .map(|(a, g)| {
+                let sum_a: f64 = a.iter().map(|&v| v as f64).sum();
+                let w: f64 = g
+                    .iter()
+                    .filter(|&&g| g != 0.0)
+                    .map(|&g| {
+                        let g = g as f64;
+                        g.max(0.0) * g * g / (2.0 * g * g + sum_a * g * g * g + 1e-6)
+                    })
+                    .sum();
+                w as f32
+            })
+            .collect(),
+    }
+}
+
+/// EigenCAM: the projection of every position on the first principal direction of the
+/// activations (positions × channels, each channel centred), through the smaller of the two
+/// Gram matrices. Its sign is chosen so that the largest value is positive (a singular
+/// vector's sign is arbitrary).
+fn first_component(acts: &[f32], c: usize, plane: usize) -> Vec<f32> {
+    // m[p][k]: position p, channel k, centred over positions.
+    let mut m = vec![0f64; plane * c];
+    for k in 0..c {
+        let ch = &acts[k * plane..(k + 1) * plane];
+        let mean = ch.iter().map(|&v| v as f64).sum::<f64>() / plane as f64;
+        for (p, &v) in ch.iter().enumerate() {
+            m[p * c + k] = v as f64 - mean;
+        }
+    }
+    let proj: Vec<f64> = if c <= plane {
+        // v: top eigenvector of MᵀM (c × c); the projection is M v.
+        let mut gram = vec![0f64; c * c];
+        for row in m.chunks_exact(c) {
+            for i in 0..c {
+                for j in 0..c {
+                    gram[i * c + j] += row[i] * row[j];
+                }
+            }
+        }
+        let v = top_eigenvector(&gram, c);
+        m.chunks_exact(c).map(|row| row.iter().zip(&v).map(|(a, b)| a * b).sum()).collect()
+    } else {
+        // u: top eigenvector of M Mᵀ (plane × plane); the projection is σ u.
+        let mut gram = vec![0f64; plane * plane];
+        for p in 0..plane {
+            for q in 0..plane {
+                gram[p * plane + q] = (0..c).map(|k| m[p * c + k] * m[q * c + k]).sum();
+            }
+        }
+        let u = top_eigenvector(&gram, plane);
+        let lambda: f64 =
+            (0..plane).map(|p| u[p] * (0..plane).map(|q| gram[p * plane + q] * u[q]).sum::<f64>()).sum();
+        u.iter().map(|x| x * lambda.max(0.0).sqrt()).collect()
+    };
+    let peak = proj.iter().copied().fold(0f64, |a, b| if b.abs() > a.abs() { b } else { a });
+    let sign = if peak < 0.0 { -1.0 } else { 1.0 };
+    proj.into_iter().map(|x| (x * sign) as f32).collect()
+}
+
+/// The unit eigenvector of the largest eigenvalue of a symmetric positive semi-definite
+/// `n`×`n` matrix, by power iteration from a fixed pseudo-random start.
+fn top_eigenvector(a: &[f64], n: usize) -> Vec<f64> {
+    let mut rng = Rng::new(0xE16E_0CA3);
+    let mut v: Vec<f64> = (0..n).map(|_| rng.normal() as f64).collect();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let n0 = norm(&v).max(1e-300);
+    v.iter_mut().for_each(|x| *x /= n0);
+    for _ in 0..2000 {
+        let mut next: Vec<f64> =
+            (0..n).map(|i| a[i * n..(i + 1) * n].iter().zip(&v).map(|(x, y)| x * y).sum()).collect();
+        let len = norm(&next);
+        if len == 0.0 {
+            return v; // a zero matrix: any direction
+        }
+        next.iter_mut().for_each(|x| *x /= len);
+        let change: f64 = next.iter().zip(&v).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        v = next;
+        if change < 1e-10 {
+            break;
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_parse_by_name() {
+        assert_eq!("gradcam++".parse::<CamMethod>(), Ok(CamMethod::GradCamPlusPlus));
+        assert_eq!("EigenCAM".parse::<CamMethod>(), Ok(CamMethod::EigenCam));
+        assert!("saliency".parse::<CamMethod>().unwrap_err().contains("gradcam, gradcam++, eigencam"));
+    }
+
+    #[test]
+    fn the_first_component_is_the_dominant_pattern() {
+        // Three channels, four positions: every channel is a multiple of one pattern (+ a
+        // little noise), so the projection follows that pattern, its largest value positive
+        // (the centred pattern's largest is −2.625: the sign flips).
+        let pattern = [1.0f32, -2.0, 3.0, 0.5];
+        let mut acts = vec![];
+        for (k, s) in [2.0f32, -1.0, 0.5].iter().enumerate() {
+            acts.extend(pattern.iter().enumerate().map(|(p, &v)| s * v + 0.01 * ((k * 4 + p) % 3) as f32));
+        }
+        for (c, plane) in [(3, 4)] {
+            let p = first_component(&acts, c, plane);
+            let mean = pattern.iter().sum::<f32>() / 4.0;
+            let centred: Vec<f32> = pattern.iter().map(|v| mean - v).collect();
+            let dot: f32 = p.iter().zip(&centred).map(|(a, b)| a * b).sum();
+            let norms = p.iter().map(|x| x * x).sum::<f32>().sqrt()
+                * centred.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!(dot / norms > 0.999, "{p:?}");
+        }
+        // More channels than positions takes the other Gram matrix, with the same result.
+        let wide: Vec<f32> = (0..6).flat_map(|k| pattern.map(|v| v * (k as f32 - 2.5))).collect();
+        let p = first_component(&wide, 6, 4);
+        let mean = pattern.iter().sum::<f32>() / 4.0;
+        let ratio: Vec<f32> = p.iter().zip(&pattern).map(|(a, v)| a / (v - mean)).collect();
+        assert!(ratio.iter().all(|r| (r - ratio[0]).abs() < 1e-3 * ratio[0].abs()), "{ratio:?}");
+    }
+
+    #[test]
+    fn heat_maps_span_zero_to_one() {
+        let cam = Cam {
+            method: CamMethod::GradCam,
+            layer: 1,
+            class: 0,
+            height: 2,
+            width: 2,
+            values: vec![0.0, 1.0, 2.0, 3.0],
+        };
+        let m = cam.heat_map(4, 4);
+        assert_eq!(m.len(), 16);
+        assert!(m[0].abs() < 1e-6 && (m[15] - 1.0).abs() < 1e-6, "{m:?}");
+        assert!(m.windows(2).take(3).all(|w| w[0] <= w[1]), "rows increase: {m:?}");
+    }
+}
