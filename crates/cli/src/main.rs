@@ -6,6 +6,7 @@
 mod data;
 mod decode;
 mod eval;
+mod explain;
 mod fmt;
 mod predict;
 mod summary;
@@ -40,6 +41,8 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Accuracy (overall and per class) over a labelled dataset.
     Eval(eval::EvalArgs),
+    /// Where the net looks: a class activation map (Grad-CAM, Grad-CAM++, EigenCAM) per image.
+    Explain(explain::ExplainArgs),
     /// The architectures, with their parameters and MACs.
     List(summary::ListArgs),
     /// Train a network from scratch or resume a run: SGD, schedules, checkpoints, metrics.
@@ -167,6 +170,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::List(a) => summary::list(&a),
         Command::Predict(a) => predict::predict(&a),
         Command::Eval(a) => eval::eval(&a),
+        Command::Explain(a) => explain::explain(&a),
         Command::Train(a) => train::train(&a),
     }
 }
@@ -180,6 +184,11 @@ fn one_line(rendered: &str) -> String {
 }
 
 fn main() -> ExitCode {
+    // Errors are one line: Candle would attach a backtrace to each one when RUST_BACKTRACE is
+    // set (as on developers' machines); panics keep theirs.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // Help and version go to stdout with status 0.

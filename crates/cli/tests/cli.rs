@@ -457,3 +457,76 @@ fn eval_image_folder_and_cifar_binary_agree() {
     assert!(stdout(&o).contains("overall") && stdout(&o).contains("images/s"), "{}", stdout(&o));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `resnet explain` on the shipped ResNet-20 (in the repository): the map at the layer's
+/// resolution, non-negative, for predict's top-1 by default; the overlay PNG of the crop; a
+/// chosen layer and class; clear errors.
+#[test]
+fn explain_maps_and_overlays() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let weights = root.join("www/weights/cifar10-resnet20.safetensors");
+    let (cat, ship) = (root.join("www/samples/cat-0.jpg"), root.join("www/samples/ship-0.jpg"));
+    let w = s(&weights);
+    let dir = tmp_dir("explain");
+    let out = dir.join("cam.png");
+    let j = json(&[
+        "explain",
+        "--arch",
+        "cifar-resnet20",
+        "--weights",
+        w,
+        "--json",
+        "--out",
+        s(&out),
+        s(&cat),
+        s(&ship),
+    ]);
+    assert_eq!(j["arch"], "cifar-resnet20");
+    let results = j["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    let top1 = |img: &Path| {
+        let p = json(&["predict", "--arch", "cifar-resnet20", "--weights", w, "--json", s(img)]);
+        p["results"][0]["top"][0]["index"].clone()
+    };
+    for (r, img) in results.iter().zip([&cat, &ship]) {
+        assert_eq!((r["method"].as_str(), r["layer"].as_str()), (Some("gradcam"), Some("layer3.2.relu")));
+        assert_eq!(r["class"], top1(img), "the default class is the top-1");
+        let cam = r["cam"].as_array().unwrap();
+        assert_eq!(cam.len(), 8);
+        let values: Vec<f64> =
+            cam.iter().flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap())).collect();
+        assert_eq!(values.len(), 64);
+        assert!(values.iter().all(|&v| v >= 0.0) && values.iter().any(|&v| v > 0.0), "{values:?}");
+    }
+    for i in 1..=2 {
+        let png = image::open(dir.join(format!("cam-{i}.png"))).unwrap();
+        assert_eq!((png.width(), png.height()), (32, 32));
+    }
+    let j = json(&[
+        "explain",
+        "--arch",
+        "cifar-resnet20",
+        "--weights",
+        w,
+        "--json",
+        "--method",
+        "gradcam++",
+        "--layer",
+        "layer2.0.conv1",
+        "--class",
+        "8",
+        s(&cat),
+    ]);
+    let r = &j["results"][0];
+    assert_eq!(
+        (r["class"].as_u64(), r["label"].as_str(), r["cam"].as_array().unwrap().len()),
+        (Some(8), Some("ship"), 16)
+    );
+    let base = ["explain", "--arch", "cifar-resnet20", "--weights", w];
+    fails(&[&base[..], &["--layer", "nope", s(&cat)]].concat(), "--layer nope: no such layer");
+    fails(&[&base[..], &["--layer", "linear", s(&cat)]].concat(), "no spatial map");
+    fails(&[&base[..], &["--class", "10", s(&cat)]].concat(), "--class 10");
+    let o = resnet(&[&base[..], &["--method", "saliency", s(&cat)]].concat());
+    assert!(!o.status.success() && stderr(&o).contains("gradcam, gradcam++, eigencam"), "{}", stderr(&o));
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -94,6 +94,27 @@ impl Cam {
     }
 }
 
+/// The colour of `t` ∈ [0, 1] on the "jet" map (blue → cyan → yellow → red), as
+/// pytorch-grad-cam's `show_cam_on_image` draws heat maps.
+pub fn jet(t: f32) -> [u8; 3] {
+    let t = t.clamp(0.0, 1.0);
+    let ch = |centre: f32| ((1.5 - (4.0 * t - centre).abs()).clamp(0.0, 1.0) * 255.0).round() as u8;
+    [ch(3.0), ch(2.0), ch(1.0)]
+}
+
+/// `heat` (values in [0, 1], one per pixel) in jet colours laid over an RGB8 image with the
+/// given opacity (pytorch-grad-cam's default is 0.5).
+pub fn overlay(rgb: &[u8], heat: &[f32], opacity: f32) -> Vec<u8> {
+    let o = opacity.clamp(0.0, 1.0);
+    rgb.chunks_exact(3)
+        .zip(heat)
+        .flat_map(|(px, &t)| {
+            let c = jet(t);
+            [0, 1, 2].map(|i| (o * c[i] as f32 + (1.0 - o) * px[i] as f32).round() as u8)
+        })
+        .collect()
+}
+
 impl Graph {
     /// The layer a CAM looks at by default: the last block's output (the usual choice for
     /// ResNets), else the last layer that still has a spatial map larger than 1×1.
@@ -294,6 +315,15 @@ mod tests {
         let mean = pattern.iter().sum::<f32>() / 4.0;
         let ratio: Vec<f32> = p.iter().zip(&pattern).map(|(a, v)| a / (v - mean)).collect();
         assert!(ratio.iter().all(|r| (r - ratio[0]).abs() < 1e-3 * ratio[0].abs()), "{ratio:?}");
+    }
+
+    #[test]
+    fn jet_runs_blue_to_red_and_overlays_blend() {
+        assert_eq!(jet(0.0), [0, 0, 128]);
+        assert_eq!(jet(0.5), [128, 255, 128]);
+        assert_eq!(jet(1.0), [128, 0, 0]);
+        assert_eq!(overlay(&[100, 100, 100], &[1.0], 0.5), vec![114, 50, 50]);
+        assert_eq!(overlay(&[100, 100, 100], &[1.0], 0.0), vec![100, 100, 100]);
     }
 
     #[test]
