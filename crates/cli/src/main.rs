@@ -9,6 +9,7 @@ mod eval;
 mod explain;
 mod fmt;
 mod predict;
+mod stream;
 mod summary;
 mod train;
 
@@ -43,6 +44,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Where the net looks: a class activation map (Grad-CAM, Grad-CAM++, EigenCAM) per image.
     Explain(explain::ExplainArgs),
+    /// The residual stream on one image: per block ‖F(x)‖/‖x‖, cos(F(x), x) and the std of F(x).
+    Stream(stream::StreamArgs),
     /// The architectures, with their parameters and MACs.
     List(summary::ListArgs),
     /// Train a network from scratch or resume a run: SGD, schedules, checkpoints, metrics.
@@ -171,6 +174,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Predict(a) => predict::predict(&a),
         Command::Eval(a) => eval::eval(&a),
         Command::Explain(a) => explain::explain(&a),
+        Command::Stream(a) => stream::stream(&a),
         Command::Train(a) => train::train(&a),
     }
 }

@@ -530,3 +530,24 @@ fn explain_maps_and_overlays() {
     assert!(!o.status.success() && stderr(&o).contains("gradcam, gradcam++, eigencam"), "{}", stderr(&o));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `resnet stream`: one row per residual block of ResNet-20 (9), in JSON as in the table.
+#[test]
+fn stream_measures_every_block() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let weights = root.join("www/weights/cifar10-resnet20.safetensors");
+    let cat = root.join("www/samples/cat-0.jpg");
+    let j = json(&["stream", "--arch", "cifar-resnet20", "--weights", s(&weights), "--json", s(&cat)]);
+    let blocks = j["blocks"].as_array().unwrap();
+    assert_eq!(blocks.len(), 9);
+    assert_eq!(blocks[8]["block"], "layer3.2");
+    assert!(blocks
+        .iter()
+        .all(|b| b["ratio"].as_f64().unwrap() > 0.0 && b["cosine"].as_f64().unwrap().abs() <= 1.0));
+    let o = resnet(&["stream", "--arch", "cifar-resnet20", "--weights", s(&weights), s(&cat)]);
+    assert!(
+        o.status.success() && stdout(&o).contains("‖F(x)‖/‖x‖") && stdout(&o).contains("layer2.0"),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -183,6 +183,54 @@ impl Model {
     }
 }
 
+/// What one block does to the signal on one image: the residual stream, measured.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BlockResponse {
+    /// The block's name (`layer2.0`).
+    pub block: String,
+    /// Residual blocks: ‖F(x)‖ / ‖shortcut(x)‖, the size of what the block adds to what passes
+    /// through; near 0, the block is near the identity. Plain blocks: ‖H(x) − x‖ / ‖x‖ where
+    /// the shapes allow it.
+    pub ratio: Option<f32>,
+    /// Residual blocks: cos(F(x), shortcut(x)).
+    pub cosine: Option<f32>,
+    /// The standard deviation of F(x) (its last BatchNorm's output, before the add): the
+    /// paper's Fig. 7 "layer responses".
+    pub response_std: f32,
+}
+
+/// [`BlockResponse`] of every block with a residual branch, in order, from one pass's `taps`.
+pub fn residual_stream(graph: &Graph, taps: &[Tensor]) -> Result<Vec<BlockResponse>> {
+    let flat = |i: NodeId| -> Result<Vec<f32>> { taps[i].flatten_all()?.to_vec1() };
+    let norm = |v: &[f32]| v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+    let mut out = vec![];
+    for b in &graph.blocks {
+        let Some(r) = b.residual else { continue };
+        let f = flat(r)?;
+        let mean = f.iter().map(|&x| x as f64).sum::<f64>() / f.len().max(1) as f64;
+        let var = f.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / f.len().max(1) as f64;
+        let (ratio, cosine) = match b.add {
+            Some(add) => {
+                let other = graph.nodes[add].inputs.iter().copied().find(|&i| i != r).unwrap_or(r);
+                let s = flat(other)?;
+                let (nf, ns) = (norm(&f), norm(&s));
+                let dot: f64 = f.iter().zip(&s).map(|(&a, &b)| a as f64 * b as f64).sum();
+                (Some((nf / ns.max(1e-12)) as f32), Some((dot / (nf * ns).max(1e-12)) as f32))
+            }
+            None => {
+                let (x, y) = (flat(b.input)?, flat(b.output)?);
+                let ratio = (x.len() == y.len()).then(|| {
+                    let diff: Vec<f32> = y.iter().zip(&x).map(|(a, b)| a - b).collect();
+                    (norm(&diff) / norm(&x).max(1e-12)) as f32
+                });
+                (ratio, None)
+            }
+        };
+        out.push(BlockResponse { block: b.name.clone(), ratio, cosine, response_std: var.sqrt() as f32 });
+    }
+    Ok(out)
+}
+
 fn relu(v: Vec<f32>) -> Vec<f32> {
     v.into_iter().map(|x| if x > 0.0 { x } else { 0.0 }).collect()
 }

@@ -92,3 +92,44 @@ fn cams_of_every_method_and_bad_requests() {
     let two = candle_core::Tensor::zeros((2, 3, 32, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
     assert!(model.cam(&two, layer, None, CamMethod::GradCam).is_err());
 }
+
+/// The residual stream of the shipped ResNet-20: one measurement per block (9), finite, the
+/// branch smaller than the stream it adds to in most blocks; a plain net gets ‖H(x) − x‖ / ‖x‖.
+#[test]
+fn residual_stream_per_block() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let arch = find_arch("cifar-resnet20").unwrap();
+    let weights = root.join("www/weights/cifar10-resnet20.safetensors");
+    let model = Model::load(arch, WeightsSource::File(&weights), &Device::Cpu).unwrap();
+    let img = sample_pixels("cat-0.jpg");
+    let x = arch.preprocess().batch_tensor(&img, 32, &Device::Cpu).unwrap();
+    let (_, taps) = model.forward_taps(&x).unwrap();
+    let stream = resnet_core::explain::residual_stream(&model.graph, &taps).unwrap();
+    assert_eq!(stream.len(), 9);
+    assert_eq!(stream[3].block, "layer2.0");
+    for b in &stream {
+        let (r, c) = (b.ratio.unwrap(), b.cosine.unwrap());
+        assert!(r.is_finite() && r > 0.0 && (-1.0..=1.0).contains(&c) && b.response_std > 0.0, "{b:?}");
+    }
+    assert!(stream.iter().filter(|b| b.ratio.unwrap() < 1.0).count() >= 5, "{stream:?}");
+    // By hand for one block: ‖F‖ / ‖x‖ from the taps themselves.
+    let g = &model.graph;
+    let v = |n: &str| taps[g.node(n).unwrap()].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let (f, s) = (v("layer1.1.bn2"), v("layer1.0.relu"));
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((stream[1].ratio.unwrap() - norm(&f) / norm(&s)).abs() < 1e-4);
+
+    let plain = Model::random(find_arch("cifar-plain20").unwrap(), 1, &Device::Cpu).unwrap();
+    let (_, taps) = plain.forward_taps(&x).unwrap();
+    let stream = resnet_core::explain::residual_stream(&plain.graph, &taps).unwrap();
+    assert_eq!(stream.len(), 9);
+    assert!(stream.iter().all(|b| b.cosine.is_none()));
+    assert!(stream[0].ratio.is_some() && stream[3].ratio.is_none(), "shapes change at layer2.0");
+}
+
+/// The RGB8 pixels of a 32×32 sample, as the fixture holds them.
+fn sample_pixels(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cam-resnet20.json");
+    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    fixture["samples"][name]["pixels"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u8).collect()
+}
