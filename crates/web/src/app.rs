@@ -61,6 +61,9 @@ pub enum Msg {
     Sample(HtmlImageElement, String),
     Decoded(Result<Decoded, String>),
     SelectLayer(usize),
+    /// A layer picked in the layer table or the diagram (below or beside the maps): selects it
+    /// and scrolls its maps into view.
+    ShowLayer(usize),
     Error(String),
     DismissError,
 }
@@ -84,6 +87,7 @@ impl PartialEq for ModelView {
 struct Handlers {
     select_model: Callback<String>,
     select_layer: Callback<usize>,
+    show_layer: Callback<usize>,
     file: Callback<File>,
     sample: Callback<(HtmlImageElement, String)>,
     dismiss_error: Callback<()>,
@@ -142,6 +146,36 @@ fn model_view(arch: &'static ArchInfo) -> ModelView {
         graph: Shared::new(graph),
         summary: Shared::new(summary),
     }
+}
+
+/// Brings the activation maps panel into view after a pick in the table or the diagram, unless
+/// its top is already in the upper part of the viewport (then the maps are on screen). Scrolls
+/// the page only; the focus stays where it is.
+fn scroll_to_maps() {
+    use wasm_bindgen::JsCast;
+    let Some(win) = web_sys::window() else { return };
+    let Some(panel) = win.document().and_then(|d| d.query_selector("section.activations").ok().flatten())
+    else {
+        return;
+    };
+    let Ok(panel) = panel.dyn_into::<web_sys::HtmlElement>() else { return };
+    // The panel's top in page coordinates: offsets summed up the offset-parent chain.
+    let mut top = 0i32;
+    let mut el = Some(panel);
+    while let Some(e) = el {
+        top += e.offset_top();
+        el = e.offset_parent().and_then(|p| p.dyn_into::<web_sys::HtmlElement>().ok());
+    }
+    let (Ok(y), Ok(x), Some(vh)) =
+        (win.scroll_y(), win.scroll_x(), win.inner_height().ok().and_then(|h| h.as_f64()))
+    else {
+        return;
+    };
+    let on_screen = top as f64 - y;
+    if on_screen >= 0.0 && on_screen <= vh * 0.4 {
+        return;
+    }
+    win.scroll_to_with_x_and_y(x, (top as f64 - 8.0).max(0.0));
 }
 
 impl App {
@@ -261,6 +295,7 @@ impl Component for App {
             on: Handlers {
                 select_model: link.callback(Msg::SelectModel),
                 select_layer: link.callback(Msg::SelectLayer),
+                show_layer: link.callback(Msg::ShowLayer),
                 file: link.callback(Msg::File),
                 sample: link.callback(|(img, name)| Msg::Sample(img, name)),
                 dismiss_error: link.callback(|_| Msg::DismissError),
@@ -395,6 +430,14 @@ impl Component for App {
                 self.selected = node;
                 self.request_maps();
             }
+            Msg::ShowLayer(node) => {
+                if node >= self.model.graph.nodes.len() {
+                    return false;
+                }
+                self.selected = node;
+                self.request_maps();
+                scroll_to_maps();
+            }
             Msg::Error(e) => self.error = Some(e.into()),
             Msg::DismissError => self.error = None,
         }
@@ -437,8 +480,8 @@ impl Component for App {
                     on_select={on.select_layer.clone()}
                 />
                 <div class="split">
-                    <LayerTable graph={m.graph.clone()} summary={m.summary.clone()} selected={self.selected} on_select={on.select_layer.clone()} />
-                    <Diagram graph={m.graph.clone()} summary={m.summary.clone()} selected={self.selected} on_select={on.select_layer.clone()} />
+                    <LayerTable graph={m.graph.clone()} summary={m.summary.clone()} selected={self.selected} on_select={on.show_layer.clone()} />
+                    <Diagram graph={m.graph.clone()} summary={m.summary.clone()} selected={self.selected} on_select={on.show_layer.clone()} />
                 </div>
             </main>
             <Footer />

@@ -80,15 +80,64 @@ impl Scale {
     }
 }
 
-/// One channel as RGBA pixels.
+/// One channel as RGBA pixels. Through a 256-colour table of the scale: a VGG layer has
+/// millions of values, and interpolating each one would hold the page's main thread.
 pub fn map_rgba(values: &[f32], scale: Scale) -> Vec<u8> {
-    values
-        .iter()
-        .flat_map(|&v| {
-            let [r, g, b] = scale.colour(v);
+    let (lo, span) = (scale.lo(), scale.hi - scale.lo());
+    let lut: Vec<[u8; 4]> = (0..256)
+        .map(|i| {
+            let [r, g, b] = scale.colour(lo + span * i as f32 / 255.0);
             [r, g, b, 255]
         })
-        .collect()
+        .collect();
+    let mut out = Vec::with_capacity(values.len() * 4);
+    for &v in values {
+        let t = (v - lo) / span;
+        // NaN and ±inf: the table's first colour, as `Scale::colour` gives for them.
+        let i = if t.is_finite() { (t * 255.0).round().clamp(0.0, 255.0) as usize } else { 0 };
+        out.extend_from_slice(&lut[i]);
+    }
+    out
+}
+
+/// A vector layer's values laid out as one picture: `cols × rows` RGBA pixels, row-major in the
+/// values' order; the cells past the last value are light grey.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VectorStrip {
+    pub cols: usize,
+    pub rows: usize,
+    pub rgba: Vec<u8>,
+    pub values: Vec<f32>,
+    pub min: f32,
+    pub max: f32,
+}
+
+/// Up to 64 values in one row; longer vectors wrap into rows of a power of two about twice as
+/// long as the strip is tall (1,000 logits: 64 × 16; 25,088: 256 × 98).
+pub fn vector_layout(n: usize) -> (usize, usize) {
+    if n <= 64 {
+        return (n.max(1), 1);
+    }
+    let cols = ((2.0 * n as f64).sqrt().ceil() as usize).next_power_of_two();
+    (cols, n.div_ceil(cols))
+}
+
+pub fn vector_strip(values: &[f32], scale: Scale) -> VectorStrip {
+    let (cols, rows) = vector_layout(values.len());
+    let mut rgba = map_rgba(values, scale);
+    rgba.resize(cols * rows * 4, 0);
+    for px in rgba[values.len() * 4..].chunks_exact_mut(4) {
+        px.copy_from_slice(&[238, 238, 238, 255]);
+    }
+    let finite = || values.iter().copied().filter(|v| v.is_finite());
+    VectorStrip {
+        cols,
+        rows,
+        rgba,
+        values: values.to_vec(),
+        min: finite().fold(f32::INFINITY, f32::min),
+        max: finite().fold(f32::NEG_INFINITY, f32::max),
+    }
 }
 
 /// One filter (`in_ch × k × k`) as a `k × k` RGBA tile, min–max normalised over the filter:
@@ -166,7 +215,35 @@ mod tests {
         // An all-zero map (a dead channel) still gets a usable scale.
         assert_eq!(Scale::fit(&[0.0; 4]).hi, 1.0);
         assert_eq!(map_rgba(&[0.0, f32::NAN], Scale::fit(&[1.0])).len(), 8);
+        // The table gives the scale's own colours at its ends and in the middle.
+        let s = Scale::fit(&[-3.0, 1.0]);
+        assert_eq!(
+            &map_rgba(&[-3.0, 3.0, 7.0], s)[..12],
+            &[33, 102, 172, 255, 178, 24, 43, 255, 178, 24, 43, 255]
+        );
+        let s = Scale::fit(&[2.0]);
+        assert_eq!(&map_rgba(&[0.0, 1.0, 2.0, f32::NAN], s)[..4], &[68, 1, 84, 255]);
+        assert_eq!(&map_rgba(&[2.0], s)[..3], &VIRIDIS[8]);
+        let mid = map_rgba(&[1.0], s);
+        let exact = s.colour(1.0);
+        assert!((0..3).all(|c| (mid[c] as i32 - exact[c] as i32).abs() <= 2), "{mid:?} vs {exact:?}");
         assert_eq!(Scale::fit(&[1.0]).bar(10).len(), 40);
+    }
+
+    #[test]
+    fn vectors_are_one_picture_in_order() {
+        assert_eq!(vector_layout(10), (10, 1));
+        assert_eq!(vector_layout(1000), (64, 16));
+        assert_eq!(vector_layout(2048), (64, 32));
+        assert_eq!(vector_layout(25_088), (256, 98));
+        let s = vector_strip(&[0.0, 1.0, 2.0], Scale::fit(&[2.0]));
+        assert_eq!((s.cols, s.rows, s.rgba.len(), s.min, s.max), (3, 1, 12, 0.0, 2.0));
+        assert_eq!(&s.rgba[8..11], &VIRIDIS[8]);
+        let v: Vec<f32> = (0..100).map(|i| i as f32).collect();
+        let s = vector_strip(&v, Scale::fit(&v));
+        assert_eq!((s.cols, s.rows), (16, 7));
+        assert_eq!(s.rgba.len(), 16 * 7 * 4);
+        assert_eq!(&s.rgba[100 * 4..100 * 4 + 4], &[238, 238, 238, 255]);
     }
 
     #[test]

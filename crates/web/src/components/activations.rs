@@ -10,7 +10,8 @@ use yew::prelude::*;
 
 use super::{ColourBar, InputView, Raster, Shared};
 use crate::protocol::FeatureMap;
-use crate::viz::{map_rgba, Scale};
+use crate::viz::thousands;
+use crate::viz::{map_rgba, vector_strip, Scale, VectorStrip};
 
 /// The maps fetched so far, by node.
 pub type Maps = Shared<HashMap<usize, Shared<FeatureMap>>>;
@@ -27,11 +28,24 @@ pub struct Props {
     pub on_select: Callback<usize>,
 }
 
-/// The channel maps of one layer as RGBA tiles on the layer's own scale.
-fn tiles(map: &FeatureMap) -> (Scale, Vec<Shared<Vec<u8>>>) {
+/// What the panel draws for one layer: a tile per channel, or, for a vector (C×1×1: flatten,
+/// global pools, linear layers, the logits), every value in one canvas.
+enum Drawn {
+    Tiles(Scale, Vec<Shared<Vec<u8>>>),
+    /// The strip, and its pixels (taken out of it, in the handle `Raster` compares).
+    Vector(Scale, Shared<VectorStrip>, Shared<Vec<u8>>),
+}
+
+/// The channel maps of one layer as RGBA tiles on the layer's own scale; a vector as one strip.
+fn draw(map: &FeatureMap) -> Drawn {
     let scale = Scale::fit(&map.data);
+    if map.shape[1] * map.shape[2] == 1 {
+        let mut strip = vector_strip(&map.data, scale);
+        let rgba = Shared::new(std::mem::take(&mut strip.rgba));
+        return Drawn::Vector(scale, Shared::new(strip), rgba);
+    }
     let tiles = (0..map.shape[0]).map(|c| Shared::new(map_rgba(map.channel(c), scale))).collect();
-    (scale, tiles)
+    Drawn::Tiles(scale, tiles)
 }
 
 #[function_component(Activations)]
@@ -39,7 +53,7 @@ pub fn activations(p: &Props) -> Html {
     let focus = use_state(|| 0usize);
     let map = p.maps.get(&p.selected).cloned();
     // Colouring every channel is the expensive part: once per map, not per render.
-    let grid = use_memo(map.clone(), |m| m.as_ref().map(|m| tiles(m)));
+    let grid = use_memo(map.clone(), |m| m.as_ref().map(|m| draw(m)));
     let g = &p.graph;
     let on_layer = {
         let cb = p.on_select.clone();
@@ -50,13 +64,26 @@ pub fn activations(p: &Props) -> Html {
             }
         })
     };
+    // The select shows the selection whatever changed it: once a user has moved through it, a
+    // new `selected` attribute no longer moves it, so its value is set.
+    let select_ref = use_node_ref();
+    {
+        let r = select_ref.clone();
+        use_effect_with((p.selected, p.graph.clone()), move |(sel, _)| {
+            if let Some(s) = r.cast::<web_sys::HtmlSelectElement>() {
+                if s.value() != sel.to_string() {
+                    s.set_value(&sel.to_string());
+                }
+            }
+        });
+    }
     let shapes: Vec<[usize; 3]> =
         std::iter::once(p.summary.input).chain(p.summary.layers.iter().map(|r| r.out_shape)).collect();
     let node = &g.nodes[p.selected];
     let [c, h, w] = shapes[p.selected];
     let ch = (*focus).min(c.saturating_sub(1));
     let body = match (&map, grid.as_ref()) {
-        (Some(m), Some((scale, tiles))) => {
+        (Some(m), Some(Drawn::Tiles(scale, tiles))) => {
             let big = tiles.get(ch).cloned();
             html! {
                 <>
@@ -66,7 +93,7 @@ pub fn activations(p: &Props) -> Html {
                         { if scale.signed { " (signed: blue < 0 < red)" } else { " (non-negative)" } }
                     </p>
                     <div class="activation-layout">
-                        <div class={classes!("activation-grid", (h * w <= 1).then_some("vector"))} data-testid="activation-grid">
+                        <div class="activation-grid" data-testid="activation-grid" data-node={p.selected.to_string()}>
                             { for tiles.iter().enumerate().map(|(n, rgba)| {
                                 let f = focus.clone();
                                 html! {
@@ -93,6 +120,16 @@ pub fn activations(p: &Props) -> Html {
                 </>
             }
         }
+        (Some(_), Some(Drawn::Vector(scale, strip, rgba))) => html! {
+            <>
+                <p class="muted">
+                    { format!("a vector of {} values · ", thousands(c as u64)) }
+                    <ColourBar scale={*scale} />
+                    { if scale.signed { " (signed: blue < 0 < red)" } else { " (non-negative)" } }
+                </p>
+                <Vector strip={strip.clone()} rgba={rgba.clone()} node={p.selected} name={AttrValue::from(node.name.clone())} />
+            </>
+        },
         _ if p.has_result => {
             html! { <p class="muted"><span class="spinner"></span>{ "fetching the maps from the worker…" }</p> }
         }
@@ -102,7 +139,7 @@ pub fn activations(p: &Props) -> Html {
         <section class="panel activations" aria-label="Activation maps">
             <h2>{ "Activation maps" }</h2>
             <label>{ "Layer " }
-                <select data-testid="layer-select" onchange={on_layer}>
+                <select data-testid="layer-select" ref={select_ref} onchange={on_layer}>
                     { for g.nodes.iter().enumerate().map(|(i, n)| {
                         let [c, h, w] = shapes[i];
                         html! {
@@ -117,6 +154,65 @@ pub fn activations(p: &Props) -> Html {
             <ResidualView graph={p.graph.clone()} summary={p.summary.clone()} selected={p.selected}
                 channel={ch} maps={p.maps.clone()} has_result={p.has_result} />
         </section>
+    }
+}
+
+#[derive(Properties, PartialEq)]
+struct VectorProps {
+    strip: Shared<VectorStrip>,
+    rgba: Shared<Vec<u8>>,
+    node: usize,
+    name: AttrValue,
+}
+
+/// A vector layer in one canvas: its values in order, left to right and top to bottom, on the
+/// layer's colour scale; pointing at one shows its index and value.
+#[function_component(Vector)]
+fn vector(p: &VectorProps) -> Html {
+    let hover = use_state(|| None::<usize>);
+    let s = &p.strip;
+    let on_move = {
+        let (hover, cols, rows, n) = (hover.clone(), s.cols, s.rows, s.values.len());
+        Callback::from(move |e: MouseEvent| {
+            let el: web_sys::HtmlElement = e.target_unchecked_into();
+            let (w, h) = (el.client_width().max(1) as usize, el.client_height().max(1) as usize);
+            let x = (e.offset_x().max(0) as usize * cols / w).min(cols - 1);
+            let y = (e.offset_y().max(0) as usize * rows / h).min(rows - 1);
+            let i = y * cols + x;
+            hover.set((i < n).then_some(i));
+        })
+    };
+    let on_leave = {
+        let hover = hover.clone();
+        Callback::from(move |_: MouseEvent| hover.set(None))
+    };
+    let range = format!("range {:.3} … {:.3}", s.min, s.max);
+    let layout = if s.rows == 1 {
+        format!("{} values in order, left to right", thousands(s.values.len() as u64))
+    } else {
+        format!(
+            "{} values in order, {} per row, left to right and top to bottom",
+            thousands(s.values.len() as u64),
+            s.cols
+        )
+    };
+    let label = format!("{}: {layout}; {range}", p.name);
+    html! {
+        <figure class="activation-vector" data-testid="activation-vector" data-node={p.node.to_string()}
+            data-values={s.values.len().to_string()}>
+            <div onmousemove={on_move} onmouseleave={on_leave}>
+                <Raster rgba={p.rgba.clone()} width={s.cols as u32} height={s.rows as u32}
+                    class={classes!("pixelated", (s.rows == 1).then_some("one-row"))} title={label.clone()} />
+            </div>
+            <figcaption>
+                { format!("{layout} · {range}") }
+                <br/>
+                <span data-testid="vector-value">{ match *hover {
+                    Some(i) => format!("value {i}: {:.4}", s.values[i]),
+                    None => "point at the strip to read a value".to_string(),
+                } }</span>
+            </figcaption>
+        </figure>
     }
 }
 
