@@ -17,7 +17,7 @@ use crate::model::{run_from, Model};
 use crate::rng::Rng;
 use crate::spec::{Graph, NodeId};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum CamMethod {
     #[serde(rename = "gradcam")]
     GradCam,
@@ -131,14 +131,30 @@ impl Model {
     /// The class activation map of `layer` for `class` (default: the top class) on one image
     /// `x` (1×C×H×W).
     pub fn cam(&self, x: &Tensor, layer: NodeId, class: Option<usize>, method: CamMethod) -> Result<Cam> {
-        let g = &self.graph;
         if x.dim(0)? != 1 {
             candle_core::bail!("a class activation map is of one image, not a batch of {}", x.dim(0)?);
         }
+        let (_, taps) = self.forward_taps(x)?;
+        self.cam_from_taps(&taps, layer, class, method)
+    }
+
+    /// [`Model::cam`] from the taps of a pass already made ([`Model::forward_taps`] on one
+    /// image): only the gradient's part is computed.
+    pub fn cam_from_taps(
+        &self,
+        taps: &[Tensor],
+        layer: NodeId,
+        class: Option<usize>,
+        method: CamMethod,
+    ) -> Result<Cam> {
+        let g = &self.graph;
         if layer == 0 || layer >= g.nodes.len() {
             candle_core::bail!("no layer {layer} (the net has {} layers)", g.nodes.len() - 1);
         }
-        let (logits, taps) = self.forward_taps(x)?;
+        if taps.len() != g.nodes.len() {
+            candle_core::bail!("{} taps for a net of {} nodes", taps.len(), g.nodes.len());
+        }
+        let logits = &taps[g.output()];
         let name = &g.nodes[layer].name;
         let a = &taps[layer];
         let (c, h, w) = match a.dims() {
@@ -164,7 +180,7 @@ impl Model {
             }
             CamMethod::GradCam | CamMethod::GradCamPlusPlus => {
                 let var = Var::from_tensor(&a.detach())?;
-                let logits = run_from(g, &self.weights, &taps, layer, var.as_tensor().clone())?;
+                let logits = run_from(g, &self.weights, taps, layer, var.as_tensor().clone())?;
                 let grads = logits.i((0, class))?.backward()?;
                 let grad: Vec<f32> = match grads.get(var.as_tensor()) {
                     Some(t) => t.flatten_all()?.to_vec1()?,
