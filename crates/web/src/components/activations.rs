@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use gloo::timers::callback::Timeout;
 use resnet_core::spec::{Block, Graph, ShortcutKind};
 use resnet_core::Summary;
 use yew::prelude::*;
@@ -27,6 +28,9 @@ pub struct Props {
     pub has_result: bool,
     pub on_select: Callback<usize>,
 }
+
+/// Channel tiles put into the page per task.
+const TILE_CHUNK: usize = 128;
 
 /// What the panel draws for one layer: a tile per channel, or, for a vector (C×1×1: flatten,
 /// global pools, linear layers, the logits), every value in one canvas.
@@ -54,6 +58,24 @@ pub fn activations(p: &Props) -> Html {
     let map = p.maps.get(&p.selected).cloned();
     // Colouring every channel is the expensive part: once per map, not per render.
     let grid = use_memo(map.clone(), |m| m.as_ref().map(|m| draw(m)));
+    // A canvas per channel costs ~0.2 ms to make and fill: a 2,048-channel layer would hold the
+    // main thread for 400 ms. The tiles come in chunks, one task each; `shown` is how many of
+    // `map`'s tiles are in the page (a new map starts again at one chunk).
+    let shown = use_state(|| (None::<Shared<FeatureMap>>, TILE_CHUNK));
+    let total = match grid.as_ref() {
+        Some(Drawn::Tiles(_, t)) => t.len(),
+        _ => 0,
+    };
+    let limit = if shown.0 == map { shown.1 } else { TILE_CHUNK }.min(total);
+    {
+        let shown = shown.clone();
+        use_effect_with((map.clone(), limit, total), move |(map, limit, total)| {
+            if limit < total {
+                let (map, next) = (map.clone(), limit + TILE_CHUNK);
+                Timeout::new(0, move || shown.set((map, next))).forget();
+            }
+        });
+    }
     let g = &p.graph;
     let on_layer = {
         let cb = p.on_select.clone();
@@ -94,7 +116,7 @@ pub fn activations(p: &Props) -> Html {
                     </p>
                     <div class="activation-layout">
                         <div class="activation-grid" data-testid="activation-grid" data-node={p.selected.to_string()}>
-                            { for tiles.iter().enumerate().map(|(n, rgba)| {
+                            { for tiles.iter().take(limit).enumerate().map(|(n, rgba)| {
                                 let f = focus.clone();
                                 html! {
                                     <Raster rgba={rgba.clone()} width={m.shape[2] as u32} height={m.shape[1] as u32}
