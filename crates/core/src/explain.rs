@@ -115,6 +115,25 @@ pub fn overlay(rgb: &[u8], heat: &[f32], opacity: f32) -> Vec<u8> {
         .collect()
 }
 
+/// A CAM (`values`, `w`×`h` at its layer's resolution) as a heat map over an RGBA crop
+/// (`side`×`side`): scaled, upsampled and blended as [`Cam::heat_map`] and [`overlay`] do.
+/// Returns RGBA.
+pub fn heat_map_overlay(
+    rgba: &[u8],
+    side: usize,
+    values: &[f32],
+    (w, h): (usize, usize),
+    opacity: f32,
+) -> Vec<u8> {
+    let cam =
+        Cam { method: CamMethod::GradCam, layer: 0, class: 0, height: h, width: w, values: values.to_vec() };
+    let rgb: Vec<u8> = rgba.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+    overlay(&rgb, &cam.heat_map(side, side), opacity)
+        .chunks_exact(3)
+        .flat_map(|p| [p[0], p[1], p[2], 255])
+        .collect()
+}
+
 impl Graph {
     /// The layer a CAM looks at by default: the last block's output (the usual choice for
     /// ResNets), else the last layer that still has a spatial map larger than 1×1.

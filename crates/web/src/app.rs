@@ -8,12 +8,14 @@ use gloo::events::EventListener;
 use gloo::render::{request_animation_frame, AnimationFrame};
 use gloo::timers::callback::Timeout;
 use gloo::worker::{Spawnable, WorkerBridge};
+use resnet_core::explain::CamMethod;
 use resnet_core::spec::{BlockKind, Graph, Op};
 use resnet_core::{find_arch, ArchInfo, Summary};
 use web_sys::{Blob, File, HtmlImageElement};
 use yew::prelude::*;
 
 use crate::components::activations::{Activations, Maps};
+use crate::components::cam::CamPanel;
 use crate::components::diagram::Diagram;
 use crate::components::drop_zone::DropZone;
 use crate::components::error_banner::ErrorBanner;
@@ -26,7 +28,7 @@ use crate::components::{InputView, Shared};
 use crate::decode::{decode_blob, decode_img, Decoded};
 use crate::events;
 use crate::fetch::{fetch_weights, weights_url};
-use crate::protocol::{FilterBank, Request, Response, RunResult};
+use crate::protocol::{CamMap, FilterBank, Request, Response, RunResult};
 use crate::viz::rgb_to_rgba;
 use crate::worker::InferenceWorker;
 
@@ -64,6 +66,10 @@ pub enum Msg {
     /// A layer picked in the layer table or the diagram (below or beside the maps): selects it
     /// and scrolls its maps into view.
     ShowLayer(usize),
+    /// A class picked in the prediction: the CAM explains it.
+    CamClass(usize),
+    CamMethod(CamMethod),
+    CamOpacity(f32),
     Error(String),
     DismissError,
 }
@@ -91,6 +97,25 @@ struct Handlers {
     file: Callback<File>,
     sample: Callback<(HtmlImageElement, String)>,
     dismiss_error: Callback<()>,
+    cam_class: Callback<usize>,
+    cam_method: Callback<CamMethod>,
+    cam_opacity: Callback<f32>,
+}
+
+/// The class activation map's state: what was asked for, and the last answer.
+struct CamState {
+    map: Option<Shared<CamMap>>,
+    /// `None`: the top class.
+    class: Option<usize>,
+    /// A layer the user picked (table, diagram, select); `None` until then, and for a pick
+    /// without a spatial map: the last block's output, Grad-CAM's usual layer.
+    layer: Option<usize>,
+    method: CamMethod,
+    opacity: f32,
+    /// Job of the request in flight (0: none); older answers are dropped.
+    job: u32,
+    /// The run (image) the request in flight, and then `map`, belong to.
+    run: u32,
 }
 
 pub struct App {
@@ -114,6 +139,7 @@ pub struct App {
     maps: Maps,
     requested: Vec<usize>,
     selected: usize,
+    cam: CamState,
     error: Option<AttrValue>,
     /// Asks for the activation maps once the prediction has been painted.
     maps_after_paint: Option<AnimationFrame>,
@@ -135,6 +161,14 @@ fn default_layer(graph: &Graph) -> usize {
         return b.output;
     }
     graph.nodes.iter().position(|n| matches!(n.op, Op::Relu | Op::Tanh)).unwrap_or(1.min(graph.output()))
+}
+
+/// A class's name, where the dataset has them.
+fn class_name(arch: &ArchInfo, class: usize) -> String {
+    arch.dataset
+        .labels()
+        .and_then(|l| l.get(class))
+        .map_or_else(|| format!("class {class}"), |s| s.to_string())
 }
 
 fn model_view(arch: &'static ArchInfo) -> ModelView {
@@ -217,7 +251,44 @@ impl App {
         };
         self.running = true;
         self.clear_maps();
+        // A new image is explained for its own top class; the old map stays on screen (marked
+        // busy) until the new one arrives.
+        self.cam.class = None;
+        self.cam.job = 0;
         self.worker.send(run);
+    }
+
+    /// The layer the CAM looks at: the one the user picked where it has a spatial map (a conv,
+    /// ReLU or block output), else the last block's output.
+    fn cam_layer(&self) -> Option<usize> {
+        self.cam.layer.or_else(|| self.model.graph.default_cam_layer())
+    }
+
+    /// The user picked `node`: the CAM follows it where it has a spatial map.
+    fn pick_cam_layer(&mut self, node: usize) {
+        let rows = &self.model.summary.layers;
+        let spatial = rows.get(node.wrapping_sub(1)).is_some_and(|r| r.out_shape[1] * r.out_shape[2] > 1);
+        self.cam.layer = spatial.then_some(node);
+        self.request_cam();
+    }
+
+    fn request_cam(&mut self) {
+        let Some(layer) = self.cam_layer() else { return };
+        if self.result.is_none() || self.running {
+            return;
+        }
+        let unchanged = self.cam.run == self.run_job
+            && self.cam.map.as_ref().is_some_and(|m| {
+                m.layer == layer && m.method == self.cam.method && self.cam.class.is_none_or(|c| c == m.class)
+            });
+        if unchanged && self.cam.job == 0 {
+            return;
+        }
+        self.next_job += 1;
+        self.cam.job = self.next_job;
+        self.cam.run = self.run_job;
+        let (class, method) = (self.cam.class, self.cam.method);
+        self.worker.send(Request::Cam { job: self.cam.job, layer, class, method });
     }
 
     fn clear_maps(&mut self) {
@@ -290,6 +361,15 @@ impl Component for App {
             maps: Maps::default(),
             requested: vec![],
             selected,
+            cam: CamState {
+                map: None,
+                class: None,
+                layer: None,
+                method: CamMethod::GradCam,
+                opacity: 0.5,
+                job: 0,
+                run: 0,
+            },
             error: None,
             maps_after_paint: None,
             on: Handlers {
@@ -299,6 +379,9 @@ impl Component for App {
                 file: link.callback(Msg::File),
                 sample: link.callback(|(img, name)| Msg::Sample(img, name)),
                 dismiss_error: link.callback(|_| Msg::DismissError),
+                cam_class: link.callback(Msg::CamClass),
+                cam_method: link.callback(Msg::CamMethod),
+                cam_opacity: link.callback(Msg::CamOpacity),
             },
             _listeners: listeners,
             _panic_channel: panic_channel,
@@ -316,6 +399,10 @@ impl Component for App {
                 };
                 self.model = model_view(arch);
                 self.selected = default_layer(&self.model.graph);
+                self.cam.map = None;
+                self.cam.class = None;
+                self.cam.layer = None;
+                self.cam.job = 0;
                 self.start_load(ctx);
             }
             Msg::Progress { job, done, total } => {
@@ -375,7 +462,17 @@ impl Component for App {
                     }
                     self.maps = Shared::new(all);
                 }
+                Response::Cam { job, cam } => {
+                    if job != self.cam.job {
+                        return false;
+                    }
+                    self.cam.job = 0;
+                    self.cam.map = Some(Shared::new(cam));
+                }
                 Response::Error { job, message } => {
+                    if job == self.cam.job {
+                        self.cam.job = 0;
+                    }
                     if job == self.load_job && !matches!(self.load, LoadState::Ready { .. }) {
                         self.load = LoadState::Failed;
                     }
@@ -389,6 +486,7 @@ impl Component for App {
             Msg::Painted => {
                 self.maps_after_paint = None;
                 self.request_maps();
+                self.request_cam();
             }
             Msg::WorkerPanicked(text) => {
                 self.error = Some(format!("the inference worker crashed ({text}); it was restarted").into());
@@ -429,6 +527,7 @@ impl Component for App {
                 }
                 self.selected = node;
                 self.request_maps();
+                self.pick_cam_layer(node);
             }
             Msg::ShowLayer(node) => {
                 if node >= self.model.graph.nodes.len() {
@@ -436,8 +535,18 @@ impl Component for App {
                 }
                 self.selected = node;
                 self.request_maps();
+                self.pick_cam_layer(node);
                 scroll_to_maps();
             }
+            Msg::CamClass(class) => {
+                self.cam.class = Some(class);
+                self.request_cam();
+            }
+            Msg::CamMethod(method) => {
+                self.cam.method = method;
+                self.request_cam();
+            }
+            Msg::CamOpacity(o) => self.cam.opacity = o.clamp(0.0, 1.0),
             Msg::Error(e) => self.error = Some(e.into()),
             Msg::DismissError => self.error = None,
         }
@@ -468,6 +577,20 @@ impl Component for App {
                     arch={m.arch.name}
                     has_image={self.image.is_some()}
                     running={self.running}
+                    cam_class={self.cam.map.as_ref().map(|m| m.class)}
+                    on_class={on.cam_class.clone()}
+                />
+                <CamPanel
+                    view={self.view.clone()}
+                    cam={self.cam.map.clone()}
+                    layer={self.cam.map.as_ref().map_or(String::new(), |c| m.graph.nodes[c.layer.min(m.graph.nodes.len() - 1)].name.clone())}
+                    label={self.cam.map.as_ref().map_or(String::new(), |c| class_name(m.arch, c.class))}
+                    method={self.cam.method}
+                    opacity={self.cam.opacity}
+                    trained={m.trained}
+                    busy={self.cam.job != 0 || self.running}
+                    on_opacity={on.cam_opacity.clone()}
+                    on_method={on.cam_method.clone()}
                 />
                 <Filters bank={self.filters.clone()} graph={m.graph.clone()} />
                 <Activations

@@ -2,10 +2,11 @@
 //! Rust on resnet-core, so the native tests run exactly what the browser runs.
 
 use candle_core::{Device, Tensor};
+use resnet_core::explain::{Cam, CamMethod};
 use resnet_core::spec::Op;
 use resnet_core::{find_arch, model::softmax, Image, Model, WeightsSource};
 
-use crate::protocol::{FeatureMap, FilterBank, RunResult};
+use crate::protocol::{CamMap, FeatureMap, FilterBank, RunResult};
 
 pub struct Engine {
     model: Model,
@@ -91,6 +92,24 @@ impl Engine {
                 Ok(FeatureMap { node, shape, data })
             })
             .collect()
+    }
+
+    /// The class activation map of `layer` on the last run's image (see [`Model::cam`]).
+    pub fn cam(
+        &self,
+        layer: usize,
+        class: Option<usize>,
+        method: CamMethod,
+        clock: &dyn Fn() -> f64,
+    ) -> Result<CamMap, String> {
+        if self.taps.is_empty() {
+            return Err("no image has been run yet".into());
+        }
+        let t0 = clock();
+        let cam = self.model.cam_from_taps(&self.taps, layer, class, method).map_err(err)?;
+        let ms = clock() - t0;
+        let Cam { layer, class, method, height, width, values } = cam;
+        Ok(CamMap { layer, class, method, height, width, values, ms })
     }
 
     pub fn graph(&self) -> &resnet_core::Graph {

@@ -1,6 +1,7 @@
 //! What crosses the worker boundary: plain data only (bytes, shapes, f32 buffers), never UI
 //! state. Every request carries a job number so the page can drop answers it no longer wants.
 
+use resnet_core::explain::CamMethod;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -11,6 +12,9 @@ pub enum Request {
     Run { job: u32, width: u32, height: u32, rgba: Vec<u8> },
     /// Some layers' outputs of the last run: only what the page shows, never all taps.
     Maps { job: u32, nodes: Vec<usize> },
+    /// The class activation map of `layer` on the last run's image, for `class` (default: the
+    /// top-1); the gradient is computed in the worker.
+    Cam { job: u32, layer: usize, class: Option<usize>, method: CamMethod },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -18,7 +22,21 @@ pub enum Response {
     Loaded { job: u32, filters: Option<FilterBank>, ms: f64 },
     Ran(RunResult),
     Maps { job: u32, maps: Vec<FeatureMap> },
+    Cam { job: u32, cam: CamMap },
     Error { job: u32, message: String },
+}
+
+/// A class activation map at its layer's resolution, `height × width`, non-negative.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CamMap {
+    pub layer: usize,
+    pub class: usize,
+    pub method: CamMethod,
+    pub height: usize,
+    pub width: usize,
+    pub values: Vec<f32>,
+    /// The backward's time in the worker, ms.
+    pub ms: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

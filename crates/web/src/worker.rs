@@ -57,6 +57,13 @@ impl InferenceWorker {
                 Some(Err(message)) => Response::Error { job, message },
                 None => Response::Error { job, message: "no model is loaded".into() },
             },
+            Request::Cam { job, layer, class, method } => {
+                match self.engine.as_ref().map(|e| e.cam(layer, class, method, &now)) {
+                    Some(Ok(cam)) => Response::Cam { job, cam },
+                    Some(Err(message)) => Response::Error { job, message: format!("Grad-CAM: {message}") },
+                    None => Response::Error { job, message: "no model is loaded".into() },
+                }
+            }
         }
     }
 }

@@ -87,3 +87,22 @@ fn untrained_nets_are_deterministic_and_bad_weights_are_errors() {
     assert!(err.contains("safetensors"), "{err}");
     assert!(Engine::load("no-such-net", None, 0).is_err());
 }
+
+/// The worker's Grad-CAM is the core's, on the last run's taps: the map of the default layer
+/// for the top class, another class on request, and an error before any run.
+#[test]
+fn cams_come_from_the_last_run() {
+    use resnet_core::explain::CamMethod;
+    let mut e = engine("cifar-resnet20", "cifar10-resnet20.safetensors");
+    let layer = e.graph().default_cam_layer().unwrap();
+    assert!(e.cam(layer, None, CamMethod::GradCam, &|| 0.0).is_err(), "no image yet");
+    let pixels = std::fs::read(repo().join("crates/web/tests/fixtures/cat-0.rgb")).unwrap();
+    let img = Image { width: 32, height: 32, channels: 3, data: &pixels };
+    let r = e.run(&img, 1, &|| 0.0).unwrap();
+    let top = resnet_web::viz::top_k(&r.probs, 1)[0].0;
+    let cam = e.cam(layer, None, CamMethod::GradCam, &|| 0.0).unwrap();
+    assert_eq!((cam.class, cam.height, cam.width, cam.values.len()), (top, 8, 8, 64));
+    let other = e.cam(layer, Some(8), CamMethod::GradCam, &|| 0.0).unwrap();
+    assert_eq!(other.class, 8);
+    assert_ne!(other.values, cam.values, "another class, another map");
+}

@@ -2,6 +2,7 @@
 //! every large buffer travels in.
 
 pub mod activations;
+pub mod cam;
 pub mod diagram;
 pub mod drop_zone;
 pub mod error_banner;

@@ -15,6 +15,9 @@ pub struct Props {
     pub arch: &'static str,
     pub has_image: bool,
     pub running: bool,
+    /// The class the heat map explains; a click on another class asks for its map.
+    pub cam_class: Option<usize>,
+    pub on_class: Callback<usize>,
 }
 
 #[function_component(Prediction)]
@@ -53,8 +56,11 @@ pub fn prediction(p: &Props) -> Html {
                     </p>
                     <ol class="topk">
                         { for top.iter().map(|&(i, prob)| html! {
-                            <li data-testid="topk-row" data-class={name(i)}>
-                                <span class="label">{ name(i) }</span>
+                            <li data-testid="topk-row" data-class={name(i)} class={classes!((p.cam_class == Some(i)).then_some("explained"))}>
+                                <button type="button" class="label link" data-testid="topk-pick"
+                                    aria-pressed={(p.cam_class == Some(i)).to_string()}
+                                    title={format!("where the net sees {}", name(i))}
+                                    onclick={ let cb = p.on_class.clone(); move |_| cb.emit(i) }>{ name(i) }</button>
                                 <span class="bar"><span style={format!("width: {:.2}%", prob * 100.0)}></span></span>
                                 <span class="pct">{ format!("{:.1} %", prob * 100.0) }</span>
                             </li>

@@ -1,0 +1,90 @@
+// Where the net looks (issue 13, saliency): the Grad-CAM heat map over the input, computed in
+// the worker, changes with the class clicked in the prediction, the layer picked, the method
+// and the opacity slider.
+//
+//   DIST=dist node --test tests/e2e/cam.test.mjs
+//
+// Screenshots go to tests/artifacts/cam-*.png.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { serve, launchChromium } from '../browser.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, '../..');
+const dist = resolve(repo, process.env.DIST ?? 'dist');
+const artifacts = join(repo, 'tests/artifacts');
+mkdirSync(artifacts, { recursive: true });
+
+let server, browser, page, base;
+const errors = [];
+const $ = (id) => `[data-testid="${id}"]`;
+
+before(async () => {
+  assert.ok(existsSync(join(dist, 'index.html')), `no build in ${dist}: run trunk build --release`);
+  server = await serve(dist, 0);
+  base = `http://127.0.0.1:${server.address().port}/`;
+  browser = await launchChromium();
+  page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
+});
+
+after(async () => {
+  await browser?.close();
+  server?.close();
+});
+
+/// The overlay's pixels once the panel is idle and its caption mentions `text`.
+async function overlay(text, timeout = 30_000) {
+  await page.waitForFunction((text) => {
+    const panel = document.querySelector('[data-testid="cam-panel"]');
+    const cap = document.querySelector('[data-testid="cam-caption"]')?.textContent ?? '';
+    return panel?.dataset.busy === 'false' && cap.includes(text) && document.querySelector('[data-testid="cam-overlay"]');
+  }, text, { timeout });
+  await page.evaluate(() => new Promise((ok) => requestAnimationFrame(() => requestAnimationFrame(ok))));
+  return page.$eval($('cam-overlay'), (c) => c.toDataURL());
+}
+
+test('the heat map of the top class appears with the prediction', async () => {
+  await page.goto(base);
+  await page.waitForSelector(`${$('model-status')}[data-state="ready"]`, { timeout: 60_000 });
+  await page.click(`${$('sample-image')}[alt="cat-0.jpg"]`);
+  const first = await overlay('for cat');
+  assert.match(await page.textContent($('cam-caption')), /Grad-CAM of layer3\.2\.relu \(8×8\) for cat/);
+  assert.equal(await page.$eval($('cam-overlay'), (c) => [c.width, c.height].join('×')), '32×32');
+  await page.locator(`${$('cam-panel')}`).screenshot({ path: join(artifacts, 'cam-panel.png') });
+
+  // Another class of the top-5: another map, and its row is marked.
+  const second = await page.$eval(`${$('topk-row')}:nth-child(2)`, (r) => r.dataset.class);
+  await page.click(`${$('topk-row')}:nth-child(2) ${$('topk-pick')}`);
+  const other = await overlay(`for ${second}`);
+  assert.notEqual(other, first, 'the map changes with the class');
+  assert.equal(await page.$eval(`${$('topk-row')}:nth-child(2) ${$('topk-pick')}`, (b) => b.getAttribute('aria-pressed')), 'true');
+
+  // The opacity slider re-blends the same map.
+  await page.$eval($('cam-opacity'), (s) => { s.value = '90'; s.dispatchEvent(new Event('input', { bubbles: true })); });
+  await page.waitForFunction((before) => document.querySelector('[data-testid="cam-overlay"]').toDataURL() !== before, other);
+  await page.locator(`${$('cam-panel')}`).screenshot({ path: join(artifacts, 'cam-opacity-90.png') });
+});
+
+test('a layer picked in the layer select is the one explained; vectors fall back to the last block', async () => {
+  const pick = async (name) => {
+    const value = await page.$eval($('layer-select'), (sel, name) => [...sel.options].find((o) => o.textContent.startsWith(`${name} — `))?.value, name);
+    assert.ok(value, `layer ${name} is in the layer select`);
+    await page.selectOption($('layer-select'), value);
+  };
+  await pick('layer2.0.conv1');
+  await overlay('layer2.0.conv1 (16×16)');
+  await pick('linear');
+  await overlay('layer3.2.relu (8×8)');
+});
+
+test('EigenCAM needs no gradient and gives a map too', async () => {
+  await page.selectOption($('cam-method'), 'eigencam');
+  await overlay('EigenCAM of');
+  assert.deepEqual(errors, [], 'no console errors');
+});
