@@ -8,35 +8,13 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { serve, launchChromium } from '../browser.mjs';
+import { join } from 'node:path';
+import { $, artifacts, openExplorer } from './page.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, '../..');
-const dist = resolve(repo, process.env.DIST ?? 'dist');
-const artifacts = join(repo, 'tests/artifacts');
-mkdirSync(artifacts, { recursive: true });
+let page, base, errors, close;
 
-let server, browser, page, base;
-const errors = [];
-const $ = (id) => `[data-testid="${id}"]`;
-
-before(async () => {
-  assert.ok(existsSync(join(dist, 'index.html')), `no build in ${dist}: run trunk build --release`);
-  server = await serve(dist, 0);
-  base = `http://127.0.0.1:${server.address().port}/`;
-  browser = await launchChromium();
-  page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
-  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-});
-
-after(async () => {
-  await browser?.close();
-  server?.close();
-});
+before(async () => ({ page, base, errors, close } = await openExplorer({ width: 1400, height: 1000 })));
+after(async () => close?.());
 
 /// The overlay's pixels once the panel is idle and its caption mentions `text`.
 async function overlay(text, timeout = 30_000) {

@@ -8,42 +8,24 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, existsSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
-import { serve, launchChromium } from '../browser.mjs';
+import { $, artifacts, openExplorer, waitForImage, repo } from './page.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, '../..');
-const dist = resolve(repo, process.env.DIST ?? 'dist');
-const artifacts = join(repo, 'tests/artifacts');
 const resnetBin = process.env.RESNET_BIN ?? join(repo, 'target/debug/resnet');
-mkdirSync(artifacts, { recursive: true });
 
-let server, browser, page, base;
-const consoleErrors = [];
+let page, base, consoleErrors, close;
 const requestsAfterLoad = [];
 let recording = false;
 
-const $ = (id) => `[data-testid="${id}"]`;
-
 before(async () => {
-  assert.ok(existsSync(join(dist, 'index.html')), `no build in ${dist}: run trunk build --release`);
-  server = await serve(dist, 0);
-  base = `http://127.0.0.1:${server.address().port}/`;
-  browser = await launchChromium();
-  page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-  page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
-  page.on('pageerror', (e) => consoleErrors.push(`pageerror: ${e.message}`));
+  ({ page, base, errors: consoleErrors, close } = await openExplorer({ width: 1400, height: 1000 }));
   page.on('requestfailed', (r) => consoleErrors.push(`request failed: ${r.url()}`));
   page.on('request', (r) => { if (recording) requestsAfterLoad.push(r.url()); });
 });
 
-after(async () => {
-  await browser?.close();
-  server?.close();
-});
+after(async () => close?.());
 
 async function shot(panel, name) {
   await page.locator(panel).first().screenshot({ path: join(artifacts, `${name}.png`) });
@@ -61,14 +43,7 @@ async function dropFile(name, bytes, type) {
   }, { name, data: Buffer.from(bytes).toString('base64'), type });
 }
 
-/// Waits until `name` is the current image and its run has finished.
-async function waitForRun(name, timeout = 30_000) {
-  await page.waitForFunction((name) => {
-    const cap = document.querySelector('.preview figcaption')?.textContent ?? '';
-    const pred = document.querySelector('[data-testid="prediction"]');
-    return cap.startsWith(name) && pred?.dataset.busy === 'false' && document.querySelector('[data-testid="inference-ms"]');
-  }, name, { timeout });
-}
+const waitForRun = (name, timeout) => waitForImage(page, name, timeout);
 
 async function selectLayer(name) {
   const value = await page.$eval($('layer-select'), (sel, name) =>
@@ -86,11 +61,12 @@ async function checkTableAgainstCli(arch) {
   const cli = cliSummary(arch);
   const rows = await page.$$eval(`${$('layer-row')}`, (rs) => rs.map((r) => ({
     name: r.dataset.name, params: Number(r.dataset.params), macs: Number(r.dataset.macs), out: r.dataset.out,
+    rf: Number(r.dataset.rf), jump: Number(r.dataset.jump),
   })));
   assert.equal(rows.length, cli.layers.length, `${arch}: one row per layer`);
   rows.forEach((r, i) => {
     const c = cli.layers[i];
-    assert.deepEqual(r, { name: c.name, params: c.params, macs: c.macs, out: c.out_shape.join('×') }, `${arch} row ${i}`);
+    assert.deepEqual(r, { name: c.name, params: c.params, macs: c.macs, out: c.out_shape.join('×'), rf: c.rf, jump: c.jump }, `${arch} row ${i}`);
   });
   const total = await page.$eval($('layer-total'), (t) => ({ params: Number(t.dataset.params), macs: Number(t.dataset.macs) }));
   assert.deepEqual(total, { params: cli.total_params, macs: cli.total_macs }, `${arch} totals`);

@@ -13,46 +13,18 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { serve, launchChromium } from '../browser.mjs';
-
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, '../..');
-const dist = resolve(repo, process.env.DIST ?? 'dist');
-const artifacts = join(repo, 'tests/artifacts');
-mkdirSync(artifacts, { recursive: true });
+import { join } from 'node:path';
+import { $, artifacts, openExplorer, waitForImage } from './page.mjs';
 
 // A task this long freezes the page for the user (the issue's bound; Chromium reports from 50 ms).
 const LONG_TASK_MS = 100;
 
-let server, browser, page, base;
-const consoleErrors = [];
-const $ = (id) => `[data-testid="${id}"]`;
+let page, base, consoleErrors, close;
 
-before(async () => {
-  assert.ok(existsSync(join(dist, 'index.html')), `no build in ${dist}: run trunk build --release`);
-  server = await serve(dist, 0);
-  base = `http://127.0.0.1:${server.address().port}/`;
-  browser = await launchChromium();
-  page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
-  page.on('pageerror', (e) => consoleErrors.push(`pageerror: ${e.message}`));
-});
+before(async () => ({ page, base, errors: consoleErrors, close } = await openExplorer({ width: 1400, height: 900 })));
+after(async () => close?.());
 
-after(async () => {
-  await browser?.close();
-  server?.close();
-});
-
-async function waitForRun(name, timeout = 30_000) {
-  await page.waitForFunction((name) => {
-    const cap = document.querySelector('.preview figcaption')?.textContent ?? '';
-    const pred = document.querySelector('[data-testid="prediction"]');
-    return cap.startsWith(name) && pred?.dataset.busy === 'false' && document.querySelector('[data-testid="inference-ms"]');
-  }, name, { timeout });
-}
+const waitForRun = (name, timeout) => waitForImage(page, name, timeout);
 
 async function selectedNode() {
   return page.$eval($('layer-select'), (s) => s.value);

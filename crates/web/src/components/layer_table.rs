@@ -36,7 +36,7 @@ pub fn layer_table(p: &LayerProps) -> Html {
             <div class="table-scroll">
             <table data-testid="layer-table">
                 <thead>
-                    <tr><th>{"#"}</th><th>{"layer"}</th><th>{"kind"}</th><th>{"k / s / p"}</th><th>{"output C×H×W"}</th><th>{"output size"}</th><th class="num">{"params"}</th><th class="num">{"MACs"}</th></tr>
+                    <tr><th>{"#"}</th><th>{"layer"}</th><th>{"kind"}</th><th>{"k / s / p"}</th><th title="receptive field: input pixels one output pixel sees (per side) / input pixels between neighbouring outputs">{"RF / jump"}</th><th>{"output C×H×W"}</th><th>{"output size"}</th><th class="num">{"params"}</th><th class="num">{"MACs"}</th></tr>
                 </thead>
                 <tbody>
                     { for s.layers.iter().enumerate().map(|(i, row)| {
@@ -49,7 +49,7 @@ pub fn layer_table(p: &LayerProps) -> Html {
                         let is_sel = node == p.selected;
                         html! {
                             <tr data-testid="layer-row" data-name={row.name.clone()} data-params={row.params.to_string()} data-macs={row.macs.to_string()}
-                                data-out={dims(row.out_shape)}
+                                data-out={dims(row.out_shape)} data-rf={row.rf.to_string()} data-jump={row.jump.to_string()}
                                 class={classes!(is_sel.then_some("selected"), row.block.is_some().then_some("in-block"))}
                                 ref={if is_sel { selected_ref.clone() } else { NodeRef::default() }}
                                 onclick={Callback::from(move |_| cb.emit(node))} title={row.note.clone()}>
@@ -57,6 +57,7 @@ pub fn layer_table(p: &LayerProps) -> Html {
                                 <td class="name">{ &row.name }</td>
                                 <td>{ row.kind }</td>
                                 <td>{ ksp }</td>
+                                <td class="num" data-testid="layer-rf">{ format!("{} / {}", row.rf, row.jump) }</td>
                                 <td>{ dims(row.out_shape) }</td>
                                 <td class="formula">{ formula(&p.graph.nodes[node], row).unwrap_or_default() }</td>
                                 <td class="num">{ if row.params > 0 { thousands(row.params) } else { String::new() } }</td>
@@ -68,7 +69,7 @@ pub fn layer_table(p: &LayerProps) -> Html {
                 <tfoot>
                     <tr data-testid="layer-total" data-params={s.total_params.to_string()} data-macs={s.total_macs.to_string()}
                         data-activations={s.total_activations.to_string()}>
-                        <td></td><td colspan="4">{ "total" }</td>
+                        <td></td><td colspan="5">{ "total" }</td>
                         <td class="muted">{ format!("activations {:.2} MiB per image", s.activation_bytes as f64 / (1024.0 * 1024.0)) }</td>
                         <td class="num">{ thousands(s.total_params) }</td>
                         <td class="num" title={thousands(s.total_macs)}>{ si(s.total_macs) }</td>
