@@ -458,29 +458,26 @@ fn eval_image_folder_and_cifar_binary_agree() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// The ResNet-20 weights and the cat sample the page ships (in the repository).
+fn shipped() -> (PathBuf, PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    (root.join("www/weights/cifar10-resnet20.safetensors"), root.join("www/samples/cat-0.jpg"))
+}
+
 /// `resnet explain` on the shipped ResNet-20 (in the repository): the map at the layer's
 /// resolution, non-negative, for predict's top-1 by default; the overlay PNG of the crop; a
 /// chosen layer and class; clear errors.
 #[test]
 fn explain_maps_and_overlays() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let weights = root.join("www/weights/cifar10-resnet20.safetensors");
-    let (cat, ship) = (root.join("www/samples/cat-0.jpg"), root.join("www/samples/ship-0.jpg"));
+    let (weights, cat) = shipped();
+    let ship = cat.with_file_name("ship-0.jpg");
     let w = s(&weights);
     let dir = tmp_dir("explain");
     let out = dir.join("cam.png");
-    let j = json(&[
-        "explain",
-        "--arch",
-        "cifar-resnet20",
-        "--weights",
-        w,
-        "--json",
-        "--out",
-        s(&out),
-        s(&cat),
-        s(&ship),
-    ]);
+    let explain = |extra: &[&str]| {
+        json(&[&["explain", "--arch", "cifar-resnet20", "--weights", w, "--json"][..], extra].concat())
+    };
+    let j = explain(&["--out", s(&out), s(&cat), s(&ship)]);
     assert_eq!(j["arch"], "cifar-resnet20");
     let results = j["results"].as_array().unwrap();
     assert_eq!(results.len(), 2);
@@ -502,21 +499,7 @@ fn explain_maps_and_overlays() {
         let png = image::open(dir.join(format!("cam-{i}.png"))).unwrap();
         assert_eq!((png.width(), png.height()), (32, 32));
     }
-    let j = json(&[
-        "explain",
-        "--arch",
-        "cifar-resnet20",
-        "--weights",
-        w,
-        "--json",
-        "--method",
-        "gradcam++",
-        "--layer",
-        "layer2.0.conv1",
-        "--class",
-        "8",
-        s(&cat),
-    ]);
+    let j = explain(&["--method", "gradcam++", "--layer", "layer2.0.conv1", "--class", "8", s(&cat)]);
     let r = &j["results"][0];
     assert_eq!(
         (r["class"].as_u64(), r["label"].as_str(), r["cam"].as_array().unwrap().len()),
@@ -534,9 +517,7 @@ fn explain_maps_and_overlays() {
 /// `resnet stream`: one row per residual block of ResNet-20 (9), in JSON as in the table.
 #[test]
 fn stream_measures_every_block() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let weights = root.join("www/weights/cifar10-resnet20.safetensors");
-    let cat = root.join("www/samples/cat-0.jpg");
+    let (weights, cat) = shipped();
     let j = json(&["stream", "--arch", "cifar-resnet20", "--weights", s(&weights), "--json", s(&cat)]);
     let blocks = j["blocks"].as_array().unwrap();
     assert_eq!(blocks.len(), 9);

@@ -264,6 +264,12 @@ impl App {
         self.cam.layer.or_else(|| self.model.graph.default_cam_layer())
     }
 
+    fn select_layer(&mut self, node: usize) {
+        self.selected = node;
+        self.request_maps();
+        self.pick_cam_layer(node);
+    }
+
     /// The user picked `node`: the CAM follows it where it has a spatial map.
     fn pick_cam_layer(&mut self, node: usize) {
         let rows = &self.model.summary.layers;
@@ -521,21 +527,12 @@ impl Component for App {
                     Err(e) => self.error = Some(e.into()),
                 }
             }
-            Msg::SelectLayer(node) => {
-                if node >= self.model.graph.nodes.len() {
-                    return false;
-                }
-                self.selected = node;
-                self.request_maps();
-                self.pick_cam_layer(node);
+            Msg::SelectLayer(node) | Msg::ShowLayer(node) if node >= self.model.graph.nodes.len() => {
+                return false
             }
+            Msg::SelectLayer(node) => self.select_layer(node),
             Msg::ShowLayer(node) => {
-                if node >= self.model.graph.nodes.len() {
-                    return false;
-                }
-                self.selected = node;
-                self.request_maps();
-                self.pick_cam_layer(node);
+                self.select_layer(node);
                 scroll_to_maps();
             }
             Msg::CamClass(class) => {

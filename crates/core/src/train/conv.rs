@@ -8,10 +8,12 @@ use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, T
 
 use crate::kernels::im2col::{col2im, im2col, phases, ConvGeometry};
 
-/// `[n, c, h, w]` → `[n, c·k·k, oh·ow]`.
-struct Im2Col(ConvGeometry);
-/// `[n, c·k·k, oh·ow]` → `[n, c, h, w]`, summing overlaps: the adjoint of [`Im2Col`].
-struct Col2Im(ConvGeometry);
+/// `[n, c, h, w]` → `[n, c·k·k, oh·ow]`; its adjoint (`adjoint: true`, the backward) maps
+/// `[n, c·k·k, oh·ow]` → `[n, c, h, w]`, summing overlaps.
+struct Im2Col {
+    g: ConvGeometry,
+    adjoint: bool,
+}
 
 fn contiguous<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
@@ -55,29 +57,32 @@ fn images<T: Copy + Default + std::ops::AddAssign>(cols: &[T], g: &ConvGeometry,
 
 impl CustomOp1 for Im2Col {
     fn name(&self) -> &'static str {
-        "im2col"
+        if self.adjoint {
+            "col2im"
+        } else {
+            "im2col"
+        }
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (g, n) = (&self.0, l.dims()[0]);
-        let storage = on_floats(s, l, "im2col", |x| columns(x, g, n), |x| columns(x, g, n))?;
-        Ok((storage, Shape::from((n, g.rows(), g.cols()))))
+        let (g, n) = (&self.g, l.dims()[0]);
+        Ok(match self.adjoint {
+            false => (
+                on_floats(s, l, "im2col", |x| columns(x, g, n), |x| columns(x, g, n))?,
+                (n, g.rows(), g.cols()).into(),
+            ),
+            true => (
+                on_floats(s, l, "col2im", |x| images(x, g, n), |x| images(x, g, n))?,
+                (n, g.c, g.h, g.w).into(),
+            ),
+        })
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&Col2Im(self.0))?))
-    }
-}
-
-impl CustomOp1 for Col2Im {
-    fn name(&self) -> &'static str {
-        "col2im"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (g, n) = (&self.0, l.dims()[0]);
-        let storage = on_floats(s, l, "col2im", |x| images(x, g, n), |x| images(x, g, n))?;
-        Ok((storage, Shape::from((n, g.c, g.h, g.w))))
+        match self.adjoint {
+            false => Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&Im2Col { g: self.g, adjoint: true })?)),
+            true => candle_core::bail!("col2im is only the backward of im2col"),
+        }
     }
 }
 
@@ -91,6 +96,6 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> Res
     let (Ok(g), true, true, true) = (geometry, cpu, wc == c, k == k2) else {
         return x.conv2d(weight, padding, stride, 1, 1);
     };
-    let cols = x.contiguous()?.apply_op1(Im2Col(g))?;
+    let cols = x.contiguous()?.apply_op1(Im2Col { g, adjoint: false })?;
     weight.reshape((oc, c * k * k))?.broadcast_matmul(&cols)?.reshape((n, oc, g.oh, g.ow))
 }
