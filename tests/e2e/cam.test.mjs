@@ -1,6 +1,6 @@
-// Where the net looks (issue 13, saliency): the Grad-CAM heat map over the input, computed in
-// the worker, changes with the class clicked in the prediction, the layer picked, the method
-// and the opacity slider.
+// Where the net looks and where its time goes (issue 13): the Grad-CAM heat map over the input,
+// computed in the worker, changes with the class clicked in the prediction, the layer picked,
+// the method and the opacity slider; the layer table shows each layer's measured time.
 //
 //   DIST=dist node --test tests/e2e/cam.test.mjs
 //
@@ -47,6 +47,18 @@ test('the heat map of the top class appears with the prediction', async () => {
   await page.$eval($('cam-opacity'), (s) => { s.value = '90'; s.dispatchEvent(new Event('input', { bubbles: true })); });
   await page.waitForFunction((before) => document.querySelector('[data-testid="cam-overlay"]').toDataURL() !== before, other);
   await page.locator(`${$('cam-panel')}`).screenshot({ path: join(artifacts, 'cam-opacity-90.png') });
+});
+
+test('the layer table shows each layer\'s measured time and its share', async () => {
+  const cells = await page.$$eval($('layer-ms'), (cs) => cs.map((c) => Number(c.dataset.ms)));
+  assert.equal(cells.length, await page.locator($('layer-row')).count(), 'one time per layer');
+  assert.ok(cells.every((t) => Number.isFinite(t) && t >= 0), `${cells}`);
+  const sum = cells.reduce((a, b) => a + b, 0);
+  const total = Number(await page.textContent($('layer-ms-total')));
+  assert.ok(Math.abs(total - sum) < 0.01 + 1e-6 * sum, `total ${total} vs sum ${sum}`);
+  const inference = Number(await page.textContent($('inference-ms')));
+  assert.ok(sum > 0 && sum <= inference + 0.1, `the layers' times (${sum} ms) make up the inference (${inference} ms)`);
+  assert.match(await page.textContent(`${$('layer-ms')}:not(:empty)`), /^\d+\.\d\d \(\d+ %\)$/);
 });
 
 test('a layer picked in the layer select is the one explained; vectors fall back to the last block', async () => {

@@ -600,7 +600,7 @@ impl Component for App {
                     on_select={on.select_layer.clone()}
                 />
                 <div class="split">
-                    <LayerTable graph={m.graph.clone()} summary={m.summary.clone()} selected={self.selected} on_select={on.show_layer.clone()} />
+                    <LayerTable graph={m.graph.clone()} summary={m.summary.clone()} selected={self.selected} on_select={on.show_layer.clone()} result={self.result.clone()} />
                     <Diagram graph={m.graph.clone()} summary={m.summary.clone()} selected={self.selected} on_select={on.show_layer.clone()} />
                 </div>
             </main>

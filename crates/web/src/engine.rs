@@ -62,8 +62,9 @@ impl Engine {
         let input = self.model.arch.preprocess().prepare(img).map_err(err)?;
         let x = input.tensor(&Device::Cpu).map_err(err)?;
         self.taps.clear(); // free the last run's outputs before computing new ones
+                           // The inference itself, timed node by node (a clock reading per node: microseconds).
         let t0 = clock();
-        let logits = self.model.forward(&x).map_err(err)?;
+        let (logits, node_ms) = self.model.forward_timed(&x, clock).map_err(err)?;
         let logits: Vec<f32> = logits.flatten_all().and_then(|t| t.to_vec1()).map_err(err)?;
         let inference_ms = clock() - t0;
         let probs = softmax(&Tensor::new(logits.as_slice(), &Device::Cpu).map_err(err)?)
@@ -73,7 +74,16 @@ impl Engine {
         let (_, taps) = self.model.forward_taps(&x).map_err(err)?;
         let taps_ms = clock() - t1;
         self.taps = taps;
-        Ok(RunResult { job, side: input.side as u32, view: input.view, logits, probs, inference_ms, taps_ms })
+        Ok(RunResult {
+            job,
+            side: input.side as u32,
+            view: input.view,
+            logits,
+            probs,
+            inference_ms,
+            node_ms,
+            taps_ms,
+        })
     }
 
     /// Outputs of `nodes` from the last run.

@@ -49,6 +49,9 @@ pub struct RunResult {
     pub probs: Vec<f32>,
     /// The inference itself (BatchNorm folded), in ms.
     pub inference_ms: f64,
+    /// That inference's time per node, ms (index = node id; the nodes a fused conv computes,
+    /// its BatchNorm, add and ReLU, take ~0).
+    pub node_ms: Vec<f64>,
     /// The second, unfolded pass that keeps every layer's output, in ms.
     pub taps_ms: f64,
 }

@@ -14,6 +14,9 @@ fn dims(s: [usize; 3]) -> String {
 #[function_component(LayerTable)]
 pub fn layer_table(p: &LayerProps) -> Html {
     let s = &p.summary;
+    // The last run's time per node, and their sum.
+    let time = |node: usize| p.result.as_ref().and_then(|r| r.node_ms.get(node).copied());
+    let total_ms: f64 = p.result.as_ref().map_or(0.0, |r| r.node_ms.iter().sum());
     let selected_ref = use_node_ref();
     {
         // Keep the selected row in view when the selection comes from another panel.
@@ -36,11 +39,12 @@ pub fn layer_table(p: &LayerProps) -> Html {
             <div class="table-scroll">
             <table data-testid="layer-table">
                 <thead>
-                    <tr><th>{"#"}</th><th>{"layer"}</th><th>{"kind"}</th><th>{"k / s / p"}</th><th title="receptive field: input pixels one output pixel sees (per side) / input pixels between neighbouring outputs">{"RF / jump"}</th><th>{"output C×H×W"}</th><th>{"output size"}</th><th class="num">{"params"}</th><th class="num">{"MACs"}</th></tr>
+                    <tr><th>{"#"}</th><th>{"layer"}</th><th>{"kind"}</th><th>{"k / s / p"}</th><th title="receptive field: input pixels one output pixel sees (per side) / input pixels between neighbouring outputs">{"RF / jump"}</th><th>{"output C×H×W"}</th><th>{"output size"}</th><th class="num">{"params"}</th><th class="num">{"MACs"}</th><th class="num" title="measured time of the last inference, ms (share of the whole); a conv's fused BatchNorm, add and ReLU take ~0: the conv computes them">{"ms"}</th></tr>
                 </thead>
                 <tbody>
                     { for s.layers.iter().enumerate().map(|(i, row)| {
                         let node = i + 1;
+                        let ms = time(node);
                         let cb = p.on_select.clone();
                         let ksp = match (row.kernel, row.stride, row.padding) {
                             (Some(k), Some(s), Some(pad)) => format!("{k} / {s} / {pad}"),
@@ -62,6 +66,9 @@ pub fn layer_table(p: &LayerProps) -> Html {
                                 <td class="formula">{ formula(&p.graph.nodes[node], row).unwrap_or_default() }</td>
                                 <td class="num">{ if row.params > 0 { thousands(row.params) } else { String::new() } }</td>
                                 <td class="num">{ if row.macs > 0 { si(row.macs) } else { String::new() } }</td>
+                                <td class="num ms" data-testid="layer-ms" data-ms={ms.map(|t| t.to_string())}>
+                                    { ms.map(|t| format!("{t:.2} ({:.0} %)", 100.0 * t / total_ms.max(1e-9))).unwrap_or_default() }
+                                </td>
                             </tr>
                         }
                     }) }
@@ -73,6 +80,7 @@ pub fn layer_table(p: &LayerProps) -> Html {
                         <td class="muted">{ format!("activations {:.2} MiB per image", s.activation_bytes as f64 / (1024.0 * 1024.0)) }</td>
                         <td class="num">{ thousands(s.total_params) }</td>
                         <td class="num" title={thousands(s.total_macs)}>{ si(s.total_macs) }</td>
+                        <td class="num" data-testid="layer-ms-total">{ if p.result.is_some() { format!("{total_ms:.2}") } else { String::new() } }</td>
                     </tr>
                 </tfoot>
             </table>

@@ -27,6 +27,9 @@ pub struct LayerProps {
     pub summary: Shared<Summary>,
     pub selected: usize,
     pub on_select: Callback<usize>,
+    /// The last run (its per-layer times), where there is one.
+    #[prop_or_default]
+    pub result: Option<Shared<crate::protocol::RunResult>>,
 }
 
 /// Shared, immutable data in props: equal when it is the same allocation. Yew compares props
