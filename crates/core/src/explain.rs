@@ -67,31 +67,36 @@ impl Cam {
         self.values.chunks(self.width).map(<[f32]>::to_vec).collect()
     }
 
-    /// Scaled to `[0, 1]` (minus the minimum, over the maximum, as pytorch-grad-cam's
-    /// `scale_cam_image`) and resized bilinearly to `w`×`h` with pixel centres aligned (as
-    /// OpenCV's `INTER_LINEAR`): the heat map to lay over the input crop.
+    /// Scaled to `[0, 1]` and resized to `w`×`h`: see [`heat_map`].
     pub fn heat_map(&self, w: usize, h: usize) -> Vec<f32> {
-        let lo = self.values.iter().copied().fold(f32::INFINITY, f32::min);
-        let hi = self.values.iter().copied().fold(f32::NEG_INFINITY, f32::max) - lo;
-        let at = |y: usize, x: usize| (self.values[y * self.width + x] - lo) / (hi + 1e-7);
-        // Source coordinate and the two neighbours' weights of output index `i`.
-        let axis = |i: usize, n_out: usize, n_in: usize| {
-            let c = ((i as f32 + 0.5) * n_in as f32 / n_out as f32 - 0.5).clamp(0.0, (n_in - 1) as f32);
-            let i0 = c.floor() as usize;
-            (i0, (i0 + 1).min(n_in - 1), c - i0 as f32)
-        };
-        let mut out = Vec::with_capacity(w * h);
-        for y in 0..h {
-            let (y0, y1, fy) = axis(y, h, self.height);
-            for x in 0..w {
-                let (x0, x1, fx) = axis(x, w, self.width);
-                let top = at(y0, x0) * (1.0 - fx) + at(y0, x1) * fx;
-                let bottom = at(y1, x0) * (1.0 - fx) + at(y1, x1) * fx;
-                out.push(top * (1.0 - fy) + bottom * fy);
-            }
-        }
-        out
+        heat_map(&self.values, (self.width, self.height), (w, h))
     }
+}
+
+/// A map of `values` (`width`×`height`) scaled to `[0, 1]` (minus the minimum, over the
+/// maximum, as pytorch-grad-cam's `scale_cam_image`) and resized bilinearly to `w`×`h` with
+/// pixel centres aligned (as OpenCV's `INTER_LINEAR`): the heat map to lay over the input crop.
+pub fn heat_map(values: &[f32], (width, height): (usize, usize), (w, h): (usize, usize)) -> Vec<f32> {
+    let lo = values.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = values.iter().copied().fold(f32::NEG_INFINITY, f32::max) - lo;
+    let at = |y: usize, x: usize| (values[y * width + x] - lo) / (hi + 1e-7);
+    // Source coordinate and the two neighbours' weights of output index `i`.
+    let axis = |i: usize, n_out: usize, n_in: usize| {
+        let c = ((i as f32 + 0.5) * n_in as f32 / n_out as f32 - 0.5).clamp(0.0, (n_in - 1) as f32);
+        let i0 = c.floor() as usize;
+        (i0, (i0 + 1).min(n_in - 1), c - i0 as f32)
+    };
+    let mut out = Vec::with_capacity(w * h);
+    for y in 0..h {
+        let (y0, y1, fy) = axis(y, h, height);
+        for x in 0..w {
+            let (x0, x1, fx) = axis(x, w, width);
+            let top = at(y0, x0) * (1.0 - fx) + at(y0, x1) * fx;
+            let bottom = at(y1, x0) * (1.0 - fx) + at(y1, x1) * fx;
+            out.push(top * (1.0 - fy) + bottom * fy);
+        }
+    }
+    out
 }
 
 /// The colour of `t` ∈ [0, 1] on the "jet" map (blue → cyan → yellow → red), as
@@ -116,7 +121,7 @@ pub fn overlay(rgb: &[u8], heat: &[f32], opacity: f32) -> Vec<u8> {
 }
 
 /// A CAM (`values`, `w`×`h` at its layer's resolution) as a heat map over an RGBA crop
-/// (`side`×`side`): scaled, upsampled and blended as [`Cam::heat_map`] and [`overlay`] do.
+/// (`side`×`side`): scaled, upsampled and blended as [`heat_map`] and [`overlay`] do.
 /// Returns RGBA.
 pub fn heat_map_overlay(
     rgba: &[u8],
@@ -125,10 +130,8 @@ pub fn heat_map_overlay(
     (w, h): (usize, usize),
     opacity: f32,
 ) -> Vec<u8> {
-    let cam =
-        Cam { method: CamMethod::GradCam, layer: 0, class: 0, height: h, width: w, values: values.to_vec() };
     let rgb: Vec<u8> = rgba.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
-    overlay(&rgb, &cam.heat_map(side, side), opacity)
+    overlay(&rgb, &heat_map(values, (w, h), (side, side)), opacity)
         .chunks_exact(3)
         .flat_map(|p| [p[0], p[1], p[2], 255])
         .collect()

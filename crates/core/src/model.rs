@@ -400,8 +400,10 @@ mod tests {
         assert!(g.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0);
         // And it agrees with the fast path on the same values.
         let fast = model.forward(&x.as_tensor().detach())?;
-        let diff = (fast - y)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(diff < 1e-4, "{diff}");
+        // Random weights give logits far from 1: the tolerance is relative to them.
+        let scale = y.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
+        let diff = (fast - &y)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-4 * scale, "{diff} (logits up to {scale})");
         Ok(())
     }
 

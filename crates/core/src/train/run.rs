@@ -143,17 +143,27 @@ pub struct Checkpoint {
 const STATE_KEY: &str = "resnet_train_state";
 
 impl Checkpoint {
-    /// The checkpoint of `last.safetensors`, read from its header alone.
+    /// The checkpoint of `last.safetensors`, read from its header alone (a safetensors file
+    /// starts with the header's length, then the header; the tensors are not read).
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(io(path))?;
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| RunError::Io { path: path.into(), msg: format!("not a safetensors file: {e}") })?;
-        let json = meta.metadata().as_ref().and_then(|m| m.get(STATE_KEY)).ok_or_else(|| RunError::Io {
-            path: path.into(),
-            msg: "not a checkpoint of `resnet train` (no training state)".into(),
-        })?;
-        serde_json::from_str(json)
-            .map_err(|e| RunError::Io { path: path.into(), msg: format!("unreadable training state: {e}") })
+        use std::io::Read;
+        let bad = |msg: String| RunError::Io { path: path.into(), msg };
+        let mut f = std::fs::File::open(path).map_err(io(path))?;
+        let mut len = [0u8; 8];
+        f.read_exact(&mut len).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        // safetensors' own bound on a header: a corrupt length allocates nothing.
+        let len = u64::from_le_bytes(len);
+        if len > 100_000_000 {
+            return Err(bad(format!("not a safetensors file: a header of {len} bytes")));
+        }
+        let mut header = vec![0u8; len as usize];
+        f.read_exact(&mut header).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let header: serde_json::Value =
+            serde_json::from_slice(&header).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let json = header["__metadata__"][STATE_KEY]
+            .as_str()
+            .ok_or_else(|| bad("not a checkpoint of `resnet train` (no training state)".into()))?;
+        serde_json::from_str(json).map_err(|e| bad(format!("unreadable training state: {e}")))
     }
 
     /// Mean loss, accuracy and images/s of the epoch so far.
