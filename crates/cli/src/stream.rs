@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Result};
 use candle_core::Device;
 use clap::Args;
-use resnet_core::explain::{residual_stream, BlockResponse};
+use resnet_core::explain::{layer_responses, residual_stream, BlockResponse, LayerResponse};
 use serde::Serialize;
 
 use crate::decode::decode_file;
@@ -35,6 +35,8 @@ struct StreamJson<'a> {
     arch: &'a str,
     image: String,
     blocks: Vec<BlockResponse>,
+    /// The std of every 3×3 layer's response (after BN, before the ReLU or the add): Fig. 7.
+    responses: Vec<LayerResponse>,
 }
 
 pub fn stream(args: &StreamArgs) -> Result<ExitCode> {
@@ -54,9 +56,10 @@ pub fn stream(args: &StreamArgs) -> Result<ExitCode> {
         .map_err(|e| anyhow!("{}: {e}", args.image.display()))?;
     let (_, taps) = model.forward_taps(&x)?;
     let blocks = residual_stream(&model.graph, &taps)?;
+    let responses = layer_responses(&model.graph, &taps)?;
     if args.json {
-        return emit(&to_json(&StreamJson { arch: model.arch.name, image: shown(&args.image), blocks })?)
-            .map(|_| ExitCode::SUCCESS);
+        let json = StreamJson { arch: model.arch.name, image: shown(&args.image), blocks, responses };
+        return emit(&to_json(&json)?).map(|_| ExitCode::SUCCESS);
     }
     let residual = blocks.iter().any(|b| b.cosine.is_some());
     let ratio = if residual { "‖F(x)‖/‖x‖" } else { "‖H(x)−x‖/‖x‖" };
@@ -77,5 +80,11 @@ pub fn stream(args: &StreamArgs) -> Result<ExitCode> {
     } else {
         "\nA plain block must transform x itself: no shortcut carries it past the block.\n"
     });
+    let mut t = Table::new(&[("3×3 layer", Align::Left), ("std of its response", Align::Right)]);
+    for r in &responses {
+        t.row(vec![r.layer.clone(), format!("{:.3}", r.std)]);
+    }
+    out.push_str("\nLayer responses (after BN, before the ReLU or the add), as in He et al.'s Fig. 7:\n\n");
+    out.push_str(&t.render());
     emit(&out).map(|_| ExitCode::SUCCESS)
 }

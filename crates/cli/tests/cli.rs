@@ -525,9 +525,15 @@ fn stream_measures_every_block() {
     assert!(blocks
         .iter()
         .all(|b| b["ratio"].as_f64().unwrap() > 0.0 && b["cosine"].as_f64().unwrap().abs() <= 1.0));
+    let responses = j["responses"].as_array().unwrap();
+    assert_eq!(responses.len(), 19, "bn1 and the two BatchNorms of each of the 9 blocks");
+    assert!(responses.iter().all(|r| r["std"].as_f64().unwrap() > 0.0));
     let o = resnet(&["stream", "--arch", "cifar-resnet20", "--weights", s(&weights), s(&cat)]);
     assert!(
-        o.status.success() && stdout(&o).contains("‖F(x)‖/‖x‖") && stdout(&o).contains("layer2.0"),
+        o.status.success()
+            && stdout(&o).contains("‖F(x)‖/‖x‖")
+            && stdout(&o).contains("layer2.0")
+            && stdout(&o).contains("layer3.2.bn2"),
         "{}",
         stdout(&o)
     );

@@ -13,9 +13,9 @@
 use candle_core::{IndexOp, Result, Tensor, Var};
 use serde::Serialize;
 
-use crate::model::{run_from, Model};
+use crate::model::{run_from, run_to, Model};
 use crate::rng::Rng;
-use crate::spec::{Graph, NodeId};
+use crate::spec::{Graph, NodeId, Op, RfBox, Shape};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum CamMethod {
@@ -221,8 +221,123 @@ impl Model {
     }
 }
 
+/// The effective receptive field of one unit (`layer`, `channel`, `y`, `x`) on one image:
+/// |∂unit/∂input| summed over the input's channels, at the input's resolution (`height` rows
+/// of `width`). Most of it lies in a small part of the theoretical receptive field `rf`
+/// (Luo et al., 2016).
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Erf {
+    pub layer: NodeId,
+    pub channel: usize,
+    pub y: usize,
+    pub x: usize,
+    pub height: usize,
+    pub width: usize,
+    pub values: Vec<f32>,
+    pub rf: RfBox,
+}
+
+impl Erf {
+    /// The side of the smallest square centred on the unit's receptive field that holds
+    /// `fraction` of the gradient's mass (Σ|∂unit/∂input|); 0 when the gradient is zero.
+    pub fn mass_side(&self, fraction: f64) -> usize {
+        let total: f64 = self.values.iter().map(|&v| v as f64).sum();
+        if total <= 0.0 {
+            return 0;
+        }
+        // Mass by Chebyshev distance from the centre pixel: a square of radius r has side 2r + 1.
+        let (cy, cx) = (self.rf.centre_y.round(), self.rf.centre_x.round());
+        let radii = self.height.max(self.width) * 2 + 1;
+        let mut by_radius = vec![0f64; radii];
+        for (i, &v) in self.values.iter().enumerate() {
+            let (py, px) = ((i / self.width) as f64, (i % self.width) as f64);
+            let r = (py - cy).abs().max((px - cx).abs()) as usize;
+            by_radius[r.min(radii - 1)] += v as f64;
+        }
+        let mut acc = 0.0;
+        for (r, m) in by_radius.iter().enumerate() {
+            acc += m;
+            if acc >= fraction * total * (1.0 - 1e-9) {
+                return 2 * r + 1;
+            }
+        }
+        2 * radii - 1
+    }
+}
+
+impl Model {
+    /// The effective receptive field of unit (`channel`, `y`, `x`) of `layer` on one image `x`
+    /// (1×C×H×W): the reference interpreter runs up to `layer` with the input as a variable.
+    /// A vector layer's unit is (`channel`, 0, 0).
+    pub fn effective_rf(
+        &self,
+        x: &Tensor,
+        layer: NodeId,
+        channel: usize,
+        y: usize,
+        xx: usize,
+    ) -> Result<Erf> {
+        let g = &self.graph;
+        let (n, c, h, w) = x.dims4()?;
+        if n != 1 {
+            candle_core::bail!("an effective receptive field is of one image, not a batch of {n}");
+        }
+        let input = x.detach();
+        let var = Var::from_tensor(&input)?;
+        let out = run_to(g, &self.weights, var.as_tensor(), layer)?;
+        let name = &g.nodes[layer].name;
+        let unit = match out.dims() {
+            &[1, oc, oh, ow] if channel < oc && y < oh && xx < ow => out.i((0, channel, y, xx))?,
+            &[1, oc] if channel < oc && y == 0 && xx == 0 => out.i((0, channel))?,
+            d => candle_core::bail!("layer {name} has no unit ({channel}, {y}, {xx}): its output is {d:?}"),
+        };
+        let grads = unit.backward()?;
+        let values = match grads.get(var.as_tensor()) {
+            Some(t) => t.abs()?.sum(1)?.flatten_all()?.to_vec1()?,
+            None => vec![0.0; h * w],
+        };
+        let rf = g.rf_box(Some(Shape::new(c, h, w)), layer, y, xx).ok_or_else(|| {
+            candle_core::Error::Msg(format!("layer {name}: no receptive field at ({y}, {xx})"))
+        })?;
+        Ok(Erf { layer, channel, y, x: xx, height: h, width: w, values, rf })
+    }
+}
+
+/// The standard deviation of one 3×3 layer's response (its BatchNorm's output, before the
+/// ReLU or the residual add): one point of the paper's Fig. 7.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct LayerResponse {
+    /// The BatchNorm (`layer1.0.bn2`).
+    pub layer: String,
+    pub std: f32,
+}
+
+/// [`LayerResponse`] of every BatchNorm that follows a 3×3 conv, in order, from one pass's
+/// `taps`: He et al.'s Fig. 7 (residual nets' responses are smaller than plain nets').
+pub fn layer_responses(graph: &Graph, taps: &[Tensor]) -> Result<Vec<LayerResponse>> {
+    let mut out = vec![];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let after_3x3 = matches!(node.op, Op::BatchNorm2d { .. })
+            && node
+                .inputs
+                .first()
+                .is_some_and(|&j| matches!(&graph.nodes[j].op, Op::Conv2d(c) if c.kernel == 3));
+        if after_3x3 {
+            let v: Vec<f32> = taps[i].flatten_all()?.to_vec1()?;
+            out.push(LayerResponse { layer: node.name.clone(), std: std_dev(&v) });
+        }
+    }
+    Ok(out)
+}
+
+fn std_dev(v: &[f32]) -> f32 {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+    (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt() as f32
+}
+
 /// What one block does to the signal on one image: the residual stream, measured.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct BlockResponse {
     /// The block's name (`layer2.0`).
     pub block: String,
@@ -245,8 +360,6 @@ pub fn residual_stream(graph: &Graph, taps: &[Tensor]) -> Result<Vec<BlockRespon
     for b in &graph.blocks {
         let Some(r) = b.residual else { continue };
         let f = flat(r)?;
-        let mean = f.iter().map(|&x| x as f64).sum::<f64>() / f.len().max(1) as f64;
-        let var = f.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / f.len().max(1) as f64;
         let (ratio, cosine) = match b.add {
             Some(add) => {
                 let other = graph.nodes[add].inputs.iter().copied().find(|&i| i != r).unwrap_or(r);
@@ -264,7 +377,7 @@ pub fn residual_stream(graph: &Graph, taps: &[Tensor]) -> Result<Vec<BlockRespon
                 (ratio, None)
             }
         };
-        out.push(BlockResponse { block: b.name.clone(), ratio, cosine, response_std: var.sqrt() as f32 });
+        out.push(BlockResponse { block: b.name.clone(), ratio, cosine, response_std: std_dev(&f) });
     }
     Ok(out)
 }

@@ -13,6 +13,7 @@ use crate::arch::ArchInfo;
 use crate::kernels::{self, plan::FastPlan};
 use crate::ops;
 use crate::spec::{Graph, Node, NodeId, Op, Shape};
+use crate::tensors::{Format, TensorFile};
 use crate::weights::{Weights, WeightsError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -191,7 +192,17 @@ fn bn_train(node: &Node, id: NodeId, x: &Tensor, weights: &Weights, eps: f64) ->
 /// on any device and dtype. Training mode uses batch statistics and dropout.
 pub fn run(graph: &Graph, weights: &Weights, x: &Tensor, opts: RunOptions) -> Result<Output> {
     let values = Values::new(graph, x, opts.taps)?;
-    run_nodes(graph, weights, values, 1, opts)
+    run_nodes(graph, weights, values, 1, graph.output(), opts)
+}
+
+/// The output of node `last` in an eval-mode pass on `x`: only the nodes up to it run (what
+/// a gradient with respect to the input of one unit needs).
+pub fn run_to(graph: &Graph, weights: &Weights, x: &Tensor, last: NodeId) -> Result<Tensor> {
+    if last == 0 || last >= graph.nodes.len() {
+        candle_core::bail!("no layer {last} (the net has {} layers)", graph.nodes.len() - 1);
+    }
+    let values = Values::new(graph, x, false)?;
+    Ok(run_nodes(graph, weights, values, 1, last, RunOptions::default())?.logits)
 }
 
 /// Continues an eval-mode pass after node `from`: `taps` are every node's outputs of a pass
@@ -224,20 +235,22 @@ pub fn run_from(
         values.set(i, t.clone());
     }
     values.set(from, start);
-    Ok(run_nodes(graph, weights, values, from + 1, RunOptions::default())?.logits)
+    Ok(run_nodes(graph, weights, values, from + 1, graph.output(), RunOptions::default())?.logits)
 }
 
-/// The interpreter's loop over nodes `first..`, the earlier ones' outputs in `values`.
+/// The interpreter's loop over nodes `first..=last`, the earlier ones' outputs in `values`;
+/// the output's `logits` are node `last`'s output.
 fn run_nodes(
     graph: &Graph,
     weights: &Weights,
     mut values: Values,
     first: NodeId,
+    last: NodeId,
     opts: RunOptions,
 ) -> Result<Output> {
     let mut bn_stats = vec![];
     let train = opts.mode == Mode::Train;
-    for (i, node) in graph.nodes.iter().enumerate().skip(first) {
+    for (i, node) in graph.nodes.iter().enumerate().take(last + 1).skip(first) {
         let xs = values.inputs(node)?;
         let y = match &node.op {
             Op::BatchNorm2d { eps, .. } if train => {
@@ -253,7 +266,7 @@ fn run_nodes(
         values.set(i, y);
         values.release_inputs(node);
     }
-    let logits = values.output(graph)?;
+    let logits = values.get(last)?.clone();
     Ok(Output { logits, taps: values.into_taps(), bn_stats, node_ms: vec![] })
 }
 
@@ -262,10 +275,21 @@ fn run_nodes(
 pub enum WeightsSource<'a> {
     /// Deterministic random weights ("untrained") from a seed.
     Random(u64),
-    /// The bytes of a safetensors file (what the browser holds).
+    /// The bytes of a weights file (what the browser holds): safetensors or a `.pth`/`.pt`
+    /// written by `torch.save`, told apart by the bytes.
     Bytes(&'a [u8]),
-    /// A safetensors file on disk.
+    /// A weights file on disk (either format).
     File(&'a Path),
+}
+
+/// A model whose architecture was recognised from its weights file.
+pub struct Loaded {
+    pub model: Model,
+    /// CIFAR ResNets: the shortcut option the tensors show.
+    pub shortcut: Option<crate::ShortcutOption>,
+    /// Where the tensors fit more than one architecture: which was chosen, how to pick another.
+    pub note: Option<String>,
+    pub format: Format,
 }
 
 /// A network with its weights, ready for inference.
@@ -303,10 +327,25 @@ impl Model {
     ) -> std::result::Result<Self, WeightsError> {
         let weights = match source {
             WeightsSource::Random(seed) => Weights::random(&graph, seed, device)?,
-            WeightsSource::Bytes(bytes) => Weights::from_safetensors(bytes, &graph, arch.name, device)?,
+            WeightsSource::Bytes(bytes) => Weights::from_bytes(bytes, &graph, arch.name, device)?,
             WeightsSource::File(path) => Weights::load(path, &graph, arch.name, device)?,
         };
         Ok(Self::new(arch, graph, weights))
+    }
+
+    /// A weights file's bytes (either format) whose architecture is not given: the file is
+    /// parsed once, its architecture recognised from the tensors' names and shapes
+    /// ([`crate::recognise::recognise`]) and loaded strictly.
+    pub fn load_recognised(bytes: &[u8], device: &Device) -> std::result::Result<Loaded, WeightsError> {
+        let file = TensorFile::parse(bytes)?;
+        let r = crate::recognise::recognise(&file)?;
+        let weights = Weights::from_file(&file, &r.graph, r.arch.name, device)?;
+        Ok(Loaded {
+            model: Self::new(r.arch, r.graph, weights),
+            shortcut: r.shortcut,
+            note: r.note,
+            format: file.format,
+        })
     }
 
     /// The architecture with deterministic random weights ("untrained").

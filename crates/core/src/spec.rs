@@ -3,7 +3,7 @@
 //! they cannot disagree. A node's name is its PyTorch module path, so weight names follow:
 //! conv `layer1.0.conv1` owns `layer1.0.conv1.weight`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub type NodeId = usize;
 
@@ -280,6 +280,27 @@ pub enum ShapeError {
     Input(Shape, String),
 }
 
+/// What one output pixel sees, per node.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Field {
+    size: usize,
+    jump: usize,
+    start: f64,
+}
+
+/// The input pixels one output pixel sees, clipped to the input: `[y0, y1) × [x0, x1)`;
+/// `size` is the receptive field before clipping, centred on (`centre_y`, `centre_x`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RfBox {
+    pub y0: usize,
+    pub y1: usize,
+    pub x0: usize,
+    pub x1: usize,
+    pub size: usize,
+    pub centre_y: f64,
+    pub centre_x: f64,
+}
+
 /// One row of the layer table.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct LayerRow {
@@ -473,23 +494,56 @@ impl Graph {
     /// sum or a concatenation takes its widest input; a layer that sees its whole input map
     /// (flatten, an adaptive pool to fewer cells) covers the map.
     pub fn receptive_fields(&self, shapes: &[Shape]) -> Vec<(usize, usize)> {
-        let mut rf: Vec<(usize, usize)> = Vec::with_capacity(self.nodes.len());
+        self.fields(shapes).into_iter().map(|f| (f.size, f.jump)).collect()
+    }
+
+    /// Receptive field, jump and the centre of output pixel 0 in input pixels, per node.
+    fn fields(&self, shapes: &[Shape]) -> Vec<Field> {
+        let mut rf: Vec<Field> = Vec::with_capacity(self.nodes.len());
         for (i, node) in self.nodes.iter().enumerate() {
-            let widest = node.inputs.iter().map(|&j| rf[j]).max().unwrap_or((1, 1));
+            let widest = node
+                .inputs
+                .iter()
+                .map(|&j| rf[j])
+                .max_by_key(|f| (f.size, f.jump))
+                .unwrap_or(Field { size: 1, jump: 1, start: 0.0 });
             let map = node.inputs.first().map_or(1, |&j| shapes[j].h.max(shapes[j].w));
             let out = shapes[i].h.max(shapes[i].w);
-            let (k, s) = match &node.op {
-                Op::Conv2d(c) => (c.kernel, c.stride),
-                Op::MaxPool2d(p) | Op::AvgPool2d(p) => (p.kernel, p.stride),
-                Op::ShortcutA { stride, .. } => (1, *stride),
-                Op::AdaptiveAvgPool2d { .. } if out < map => (map.div_ceil(out), map / out),
-                Op::Flatten => (map, map),
-                _ => (1, 1),
+            let (k, s, p) = match &node.op {
+                Op::AdaptiveAvgPool2d { .. } if out < map => (map.div_ceil(out), map / out, 0),
+                Op::Flatten => (map, map, 0),
+                op => op.window().unwrap_or((1, 1, 0)),
             };
-            let (r, j) = widest;
-            rf.push((r + (k - 1) * j, j * s));
+            let Field { size, jump, start } = widest;
+            rf.push(Field {
+                size: size + (k - 1) * jump,
+                jump: jump * s,
+                start: start + ((k as f64 - 1.0) / 2.0 - p as f64) * jump as f64,
+            });
         }
         rf
+    }
+
+    /// The input pixels that output pixel (`y`, `x`) of `node` sees, clipped to the input: rows
+    /// and columns `[y0, y1) × [x0, x1)`, with the unclipped size (the receptive field). `None`
+    /// where the node or the pixel does not exist for that input (`None`: the default size).
+    pub fn rf_box(&self, input: Option<Shape>, node: NodeId, y: usize, x: usize) -> Option<RfBox> {
+        let shapes = self.shapes(input).ok()?;
+        let (f, out) = (self.fields(&shapes).get(node).copied()?, shapes.get(node)?);
+        if y >= out.h || x >= out.w {
+            return None;
+        }
+        let input = shapes[0];
+        let half = (f.size as f64 - 1.0) / 2.0;
+        let centre = |i: usize| f.start + (i * f.jump) as f64;
+        let span = |i: usize, n: usize| {
+            let centre = centre(i);
+            let lo = (centre - half).round().max(0.0) as usize;
+            let hi = ((centre + half).round() + 1.0).clamp(0.0, n as f64) as usize;
+            (lo.min(n), hi.max(lo.min(n)))
+        };
+        let ((y0, y1), (x0, x1)) = (span(y, input.h), span(x, input.w));
+        Some(RfBox { y0, y1, x0, x1, size: f.size, centre_y: centre(y), centre_x: centre(x) })
     }
 
     /// The layer table: one row per layer (sums, pools and concatenations included).

@@ -133,3 +133,89 @@ fn sample_pixels(name: &str) -> Vec<u8> {
     let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     fixture["samples"][name]["pixels"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u8).collect()
 }
+
+/// The effective receptive field of a unit of the shipped ResNet-20: non-zero only inside its
+/// theoretical receptive field (a property of the gradient, not of how it is computed), and
+/// most of its mass in a much smaller square than that field.
+#[test]
+fn effective_receptive_field_lies_inside_the_theoretical_one() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let arch = find_arch("cifar-resnet20").unwrap();
+    let weights = root.join("www/weights/cifar10-resnet20.safetensors");
+    let model = Model::load(arch, WeightsSource::File(&weights), &Device::Cpu).unwrap();
+    let img = sample_pixels("cat-0.jpg");
+    let x = arch.preprocess().batch_tensor(&img, 32, &Device::Cpu).unwrap();
+    let g = &model.graph;
+    let layer = g.node("layer2.0.relu").unwrap();
+    // A unit that is on (a ReLU that is off passes no gradient): the strongest channel at (5, 6).
+    let (_, taps) = model.forward_taps(&x).unwrap();
+    let a = taps[layer].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let ch = (0..32).max_by(|&p, &q| a[p * 256 + 5 * 16 + 6].total_cmp(&a[q * 256 + 5 * 16 + 6])).unwrap();
+    assert!(a[ch * 256 + 5 * 16 + 6] > 0.0);
+    // Receptive field 3 + 6·2 (layer1) + 2 + 2·2 = 21, jump 2: unit (5, 6) sees rows 0..21,
+    // columns 2..23.
+    let erf = model.effective_rf(&x, layer, ch, 5, 6).unwrap();
+    assert_eq!((erf.height, erf.width, erf.rf.size), (32, 32, 21));
+    assert_eq!((erf.rf.centre_y, erf.rf.centre_x), (10.0, 12.0));
+    assert_eq!((erf.rf.y0, erf.rf.y1, erf.rf.x0, erf.rf.x1), (0, 21, 2, 23));
+    let mut inside = 0f32;
+    for (i, &v) in erf.values.iter().enumerate() {
+        let (py, px) = (i / 32, i % 32);
+        let within = (erf.rf.y0..erf.rf.y1).contains(&py) && (erf.rf.x0..erf.rf.x1).contains(&px);
+        assert!(v >= 0.0 && v.is_finite());
+        if within {
+            inside += v;
+        } else {
+            assert_eq!(v, 0.0, "gradient at ({py}, {px}) outside the receptive field");
+        }
+    }
+    assert!(inside > 0.0, "the unit depends on its input");
+    let half = erf.mass_side(0.5);
+    assert!(half >= 1 && half < 21, "half the mass within {half} px of a 21 px field");
+    assert!(erf.mass_side(1.0) <= 21);
+    // Vector layers have units too; bad units and batches are errors.
+    let logits = g.node("linear").unwrap();
+    let erf = model.effective_rf(&x, logits, 7, 0, 0).unwrap();
+    assert_eq!((erf.rf.y0, erf.rf.y1, erf.rf.x0, erf.rf.x1), (0, 32, 0, 32));
+    assert!(model.effective_rf(&x, layer, 3, 16, 0).unwrap_err().to_string().contains("no unit"));
+    assert!(model.effective_rf(&x, layer, 32, 0, 0).is_err());
+    let two = candle_core::Tensor::zeros((2, 3, 32, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert!(model.effective_rf(&two, layer, 0, 0, 0).is_err());
+}
+
+/// Boxes of known layers: centres follow padding (LeNet's unpadded 5×5 conv is centred on
+/// input pixel 2), clipping at the border, ResNet-18's stem.
+#[test]
+fn receptive_field_boxes() {
+    let g = find_arch("resnet18").unwrap().graph();
+    let b = g.rf_box(None, g.node("maxpool").unwrap(), 0, 0).unwrap();
+    assert_eq!((b.size, b.y0, b.y1, b.x0, b.x1), (11, 0, 6, 0, 6));
+    let b = g.rf_box(None, g.node("layer1.0.conv2").unwrap(), 10, 20).unwrap();
+    assert_eq!((b.size, b.y0, b.y1, b.x0, b.x1), (27, 27, 54, 67, 94));
+    assert!(g.rf_box(None, g.node("layer1.0.conv2").unwrap(), 56, 0).is_none(), "56×56: row 56 is outside");
+    let lenet = find_arch("lenet5").unwrap().graph();
+    let conv = lenet.nodes.iter().position(|n| n.op.kind() == "Conv2d").unwrap();
+    let b = lenet.rf_box(None, conv, 0, 0).unwrap();
+    assert_eq!(b.size, 5);
+    assert_eq!((b.centre_y, b.y0, b.y1), (2.0, 0, 5), "{b:?}");
+}
+
+/// Fig. 7's points: one per BatchNorm after a 3×3 conv (19 in ResNet-20 and in Plain-20),
+/// each the std of that layer's output.
+#[test]
+fn layer_responses_of_every_3x3_layer() {
+    let arch = find_arch("cifar-resnet20").unwrap();
+    let model = Model::random(arch, 2, &Device::Cpu).unwrap();
+    let x = candle_core::Tensor::randn(0f32, 1.0, (1, 3, 32, 32), &Device::Cpu).unwrap();
+    let (_, taps) = model.forward_taps(&x).unwrap();
+    let r = resnet_core::explain::layer_responses(&model.graph, &taps).unwrap();
+    assert_eq!(r.len(), 19);
+    assert_eq!((r[0].layer.as_str(), r[2].layer.as_str()), ("bn1", "layer1.0.bn2"));
+    let v = taps[model.graph.node("layer1.0.bn2").unwrap()].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mean = v.iter().sum::<f32>() / v.len() as f32;
+    let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / v.len() as f32).sqrt();
+    assert!((r[2].std - std).abs() < 1e-4 * std.max(1.0));
+    let plain = Model::random(find_arch("cifar-plain20").unwrap(), 2, &Device::Cpu).unwrap();
+    let (_, taps) = plain.forward_taps(&x).unwrap();
+    assert_eq!(resnet_core::explain::layer_responses(&plain.graph, &taps).unwrap().len(), 19);
+}
