@@ -11,13 +11,17 @@ pub mod model;
 pub mod ops;
 pub mod preprocess;
 pub mod profile;
+pub mod pth;
+pub mod recognise;
 pub mod rng;
 pub mod spec;
+pub mod tensors;
 pub mod train;
 pub mod weights;
 
 pub use arch::{find as find_arch, ArchInfo, Dataset, ShortcutOption, ZOO};
-pub use model::{Mode, Model, RunOptions, WeightsSource};
+pub use model::{Loaded, Mode, Model, RunOptions, WeightsSource};
 pub use preprocess::{Image, Preprocess};
 pub use spec::{Graph, LayerRow, Shape, Summary};
+pub use tensors::{Format, TensorFile};
 pub use weights::{Weights, WeightsError};

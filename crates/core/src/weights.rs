@@ -6,17 +6,28 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::{Dtype as StDtype, TensorView};
 
+use crate::tensors::TensorFile;
+
 use crate::rng::Rng;
 use crate::spec::{Graph, ParamKind, ParamSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
-    #[error("not a safetensors file: {0}")]
+    /// Not readable as weights (the message says why: truncated, not weights, …).
+    #[error("{0}")]
     Format(String),
     #[error("cannot read {path}: {msg}")]
     Io { path: String, msg: String },
     #[error("{0}")]
     Mismatch(Mismatch),
+    /// No architecture of the zoo has these tensors; the closest one's differences.
+    #[error(
+        "the weights match no architecture in the zoo; the closest is {arch} ({m} missing, {u} \
+         unexpected, {w} with the wrong shape):{listing}",
+        arch = .0.arch, m = .0.missing.len(), u = .0.unexpected.len(), w = .0.wrong_shape.len(),
+        listing = .0.listing(3)
+    )]
+    Unrecognised(Mismatch),
     #[error("tensor {name}: unsupported dtype {dtype}")]
     Dtype { name: String, dtype: String },
     #[error(transparent)]
@@ -31,6 +42,68 @@ pub struct Mismatch {
     pub unexpected: Vec<(String, Vec<usize>)>,
     /// name, expected, found
     pub wrong_shape: Vec<(String, Vec<usize>, Vec<usize>)>,
+}
+
+impl Mismatch {
+    /// Every difference between the tensors `expected` and those `found` (name, shape).
+    /// An absent `num_batches_tracked` is no difference.
+    pub fn between<'a>(
+        arch: &str,
+        expected: &BTreeMap<String, ParamSpec>,
+        found: impl Iterator<Item = (&'a str, &'a [usize])>,
+    ) -> Mismatch {
+        let mut m = Mismatch { arch: arch.to_string(), ..Default::default() };
+        let mut seen = std::collections::BTreeSet::new();
+        for (name, shape) in found {
+            match expected.get(name) {
+                None => m.unexpected.push((name.to_string(), shape.to_vec())),
+                Some(spec) if spec.shape != shape => {
+                    m.wrong_shape.push((name.to_string(), spec.shape.clone(), shape.to_vec()))
+                }
+                Some(_) => {}
+            }
+            seen.insert(name);
+        }
+        for (name, spec) in expected {
+            if spec.kind != ParamKind::BatchCount && !seen.contains(name.as_str()) {
+                m.missing.push((name.clone(), spec.shape.clone()));
+            }
+        }
+        m
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty() && self.wrong_shape.is_empty()
+    }
+
+    /// How many differences in all.
+    pub fn count(&self) -> usize {
+        self.missing.len() + self.unexpected.len() + self.wrong_shape.len()
+    }
+
+    /// The counts and at most `max` names of each kind, one a line.
+    pub fn listing(&self, max: usize) -> String {
+        let mut s = String::new();
+        let mut list = |lines: Vec<String>| {
+            let n = lines.len();
+            for l in lines.into_iter().take(max) {
+                s.push_str("\n  ");
+                s.push_str(&l);
+            }
+            if n > max {
+                s.push_str(&format!("\n  … and {} more", n - max));
+            }
+        };
+        list(self.missing.iter().map(|(n, sh)| format!("missing     {n} {sh:?}")).collect());
+        list(self.unexpected.iter().map(|(n, sh)| format!("unexpected  {n} {sh:?}")).collect());
+        list(
+            self.wrong_shape
+                .iter()
+                .map(|(n, want, got)| format!("wrong shape {n}: expected {want:?}, found {got:?}"))
+                .collect(),
+        );
+        s
+    }
 }
 
 impl std::fmt::Display for Mismatch {
@@ -156,57 +229,50 @@ impl Weights {
         Ok(Weights { tensors })
     }
 
-    /// Loads a safetensors file's bytes, strictly: every tensor the graph needs, no other, each
-    /// with its shape. `num_batches_tracked` may be absent (it does not affect the network).
-    pub fn from_safetensors(
+    /// Loads a weights file's bytes (safetensors or a `torch.save` `.pth`, told apart by the
+    /// bytes), strictly: see [`Weights::from_file`].
+    pub fn from_bytes(
         bytes: &[u8],
         graph: &Graph,
         arch: &str,
         device: &Device,
     ) -> Result<Weights, WeightsError> {
-        let st =
-            safetensors::SafeTensors::deserialize(bytes).map_err(|e| WeightsError::Format(e.to_string()))?;
-        let expected: BTreeMap<String, ParamSpec> =
-            graph.param_specs().into_iter().map(|p| (p.name.clone(), p)).collect();
-        let mut mismatch = Mismatch { arch: arch.to_string(), ..Default::default() };
-        let mut tensors = BTreeMap::new();
-        let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
-        names.sort();
-        for name in names {
-            let view = st.tensor(&name).map_err(|e| WeightsError::Format(e.to_string()))?;
-            let shape = view.shape().to_vec();
-            let Some(spec) = expected.get(&name) else {
-                mismatch.unexpected.push((name, shape));
-                continue;
-            };
-            if shape != spec.shape {
-                mismatch.wrong_shape.push((name, spec.shape.clone(), shape));
-                continue;
-            }
-            let t = if spec.kind == ParamKind::BatchCount {
-                Tensor::new(read_i64(&name, &view)?, device)?
-            } else {
-                Tensor::from_vec(read_f32(&name, &view)?, shape, device)?
-            };
-            tensors.insert(name, t);
-        }
-        for (name, spec) in &expected {
-            if !tensors.contains_key(name) && !mismatch.wrong_shape.iter().any(|w| &w.0 == name) {
-                if spec.kind == ParamKind::BatchCount {
-                    tensors.insert(name.clone(), Tensor::new(0i64, device)?);
-                } else {
-                    mismatch.missing.push((name.clone(), spec.shape.clone()));
-                }
-            }
-        }
-        if mismatch.missing.is_empty() && mismatch.unexpected.is_empty() && mismatch.wrong_shape.is_empty() {
-            Ok(Weights { tensors })
-        } else {
-            Err(WeightsError::Mismatch(mismatch))
-        }
+        Self::from_file(&TensorFile::parse(bytes)?, graph, arch, device)
     }
 
-    /// Reads a file (native; in the browser pass the bytes to `from_safetensors`).
+    /// The graph's tensors from a parsed file, strictly: every tensor the graph needs, no
+    /// other, each with its shape; one error lists every difference. `num_batches_tracked` may
+    /// be absent (it does not affect the network).
+    pub fn from_file(
+        file: &TensorFile,
+        graph: &Graph,
+        arch: &str,
+        device: &Device,
+    ) -> Result<Weights, WeightsError> {
+        let expected: BTreeMap<String, ParamSpec> =
+            graph.param_specs().into_iter().map(|p| (p.name.clone(), p)).collect();
+        let mismatch = Mismatch::between(arch, &expected, file.shapes());
+        if !mismatch.is_empty() {
+            return Err(WeightsError::Mismatch(mismatch));
+        }
+        let mut tensors = BTreeMap::new();
+        for t in &file.tensors {
+            let spec = &expected[&t.name];
+            let value = match spec.kind {
+                ParamKind::BatchCount => Tensor::new(t.to_i64_scalar()?, device)?,
+                _ => Tensor::from_vec(t.to_f32()?, t.shape.clone(), device)?,
+            };
+            tensors.insert(t.name.clone(), value);
+        }
+        for (name, spec) in &expected {
+            if spec.kind == ParamKind::BatchCount && !tensors.contains_key(name) {
+                tensors.insert(name.clone(), Tensor::new(0i64, device)?);
+            }
+        }
+        Ok(Weights { tensors })
+    }
+
+    /// Reads a file (native; in the browser pass the bytes to `from_bytes`).
     pub fn load(
         path: &std::path::Path,
         graph: &Graph,
@@ -215,7 +281,7 @@ impl Weights {
     ) -> Result<Weights, WeightsError> {
         let bytes = std::fs::read(path)
             .map_err(|e| WeightsError::Io { path: path.display().to_string(), msg: e.to_string() })?;
-        Self::from_safetensors(&bytes, graph, arch, device)
+        Self::from_bytes(&bytes, graph, arch, device)
     }
 
     /// safetensors bytes with the same names (float32, `num_batches_tracked` int64), loadable by
@@ -264,49 +330,4 @@ impl Weights {
         std::fs::write(&tmp, bytes).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
     }
-}
-
-fn read_f32(name: &str, view: &TensorView) -> Result<Vec<f32>, WeightsError> {
-    let b = view.data();
-    Ok(match view.dtype() {
-        StDtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-        StDtype::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-        StDtype::F16 => b.chunks_exact(2).map(|c| half_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-        StDtype::BF16 => b
-            .chunks_exact(2)
-            .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
-            .collect(),
-        d => return Err(WeightsError::Dtype { name: name.into(), dtype: format!("{d:?}") }),
-    })
-}
-
-fn read_i64(name: &str, view: &TensorView) -> Result<i64, WeightsError> {
-    let b = view.data();
-    match view.dtype() {
-        StDtype::I64 if b.len() == 8 => Ok(i64::from_le_bytes(b.try_into().unwrap())),
-        StDtype::I32 if b.len() == 4 => Ok(i32::from_le_bytes(b.try_into().unwrap()) as i64),
-        d => Err(WeightsError::Dtype { name: name.into(), dtype: format!("{d:?}") }),
-    }
-}
-
-fn half_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let frac = (h & 0x3ff) as u32;
-    let bits = match (exp, frac) {
-        (0, 0) => sign,
-        (0, f) => {
-            // subnormal: normalise
-            let mut e = 127 - 15 + 1;
-            let mut f = f;
-            while f & 0x400 == 0 {
-                f <<= 1;
-                e -= 1;
-            }
-            sign | (e << 23) | ((f & 0x3ff) << 13)
-        }
-        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
-        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
-    };
-    f32::from_bits(bits)
 }

@@ -171,7 +171,7 @@ fn effective_receptive_field_lies_inside_the_theoretical_one() {
     }
     assert!(inside > 0.0, "the unit depends on its input");
     let half = erf.mass_side(0.5);
-    assert!(half >= 1 && half < 21, "half the mass within {half} px of a 21 px field");
+    assert!((1..21).contains(&half), "half the mass within {half} px of a 21 px field");
     assert!(erf.mass_side(1.0) <= 21);
     // Vector layers have units too; bad units and batches are errors.
     let logits = g.node("linear").unwrap();

@@ -26,13 +26,22 @@ pub const CIFAR10_CLASSES: [&str; 10] =
     ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
+/// ImageNet-1k's 1,000 class names, one a line, in torchvision's order (class 0 = tench).
+pub const IMAGENET1K_TXT: &str = include_str!("../../assets/imagenet1k.txt");
+
+/// [`IMAGENET1K_TXT`] as names.
+pub fn imagenet_classes() -> &'static [&'static str] {
+    static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| IMAGENET1K_TXT.lines().map(str::trim).filter(|l| !l.is_empty()).collect())
+}
+
 impl Dataset {
-    /// Class names where they are short enough to carry; ImageNet's come from a label file.
+    /// The class names, in the networks' output order.
     pub fn labels(self) -> Option<&'static [&'static str]> {
         match self {
             Dataset::Cifar10 => Some(&CIFAR10_CLASSES),
             Dataset::Digits => Some(&DIGITS),
-            Dataset::ImageNet => None,
+            Dataset::ImageNet => Some(imagenet_classes()),
         }
     }
 
@@ -217,4 +226,14 @@ pub struct UnknownArch(pub String);
 
 pub fn find(name: &str) -> Result<&'static ArchInfo, UnknownArch> {
     ZOO.iter().find(|a| a.name == name).ok_or_else(|| UnknownArch(name.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn imagenet_has_its_thousand_names() {
+        let names = super::Dataset::ImageNet.labels().expect("built in");
+        assert_eq!(names.len(), 1000);
+        assert_eq!((names[0], names[207], names[999]), ("tench", "golden retriever", "toilet tissue"));
+    }
 }
