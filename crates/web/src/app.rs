@@ -8,7 +8,7 @@ use gloo::events::EventListener;
 use gloo::render::{request_animation_frame, AnimationFrame};
 use gloo::timers::callback::Timeout;
 use gloo::worker::{Spawnable, WorkerBridge};
-use resnet_core::explain::CamMethod;
+use resnet_core::explain::{CamMethod, Erf};
 use resnet_core::spec::{BlockKind, Graph, Op};
 use resnet_core::{find_arch, ArchInfo, Summary};
 use web_sys::{Blob, File, HtmlImageElement};
@@ -24,6 +24,7 @@ use crate::components::footer::Footer;
 use crate::components::header::Header;
 use crate::components::layer_table::LayerTable;
 use crate::components::prediction::Prediction;
+use crate::components::residual_stream::ResidualStream;
 use crate::components::{InputView, Shared};
 use crate::decode::{decode_blob, decode_img, Decoded};
 use crate::events;
@@ -70,6 +71,10 @@ pub enum Msg {
     CamClass(usize),
     CamMethod(CamMethod),
     CamOpacity(f32),
+    /// A channel of the selected layer picked to be shown enlarged.
+    SelectChannel(usize),
+    /// A pixel (`y`, `x`) of the enlarged channel clicked: its effective receptive field.
+    Unit(usize, usize),
     Error(String),
     DismissError,
 }
@@ -100,6 +105,8 @@ struct Handlers {
     cam_class: Callback<usize>,
     cam_method: Callback<CamMethod>,
     cam_opacity: Callback<f32>,
+    select_channel: Callback<usize>,
+    unit: Callback<(usize, usize)>,
 }
 
 /// The class activation map's state: what was asked for, and the last answer.
@@ -116,6 +123,14 @@ struct CamState {
     job: u32,
     /// The run (image) the request in flight, and then `map`, belong to.
     run: u32,
+}
+
+/// The last effective receptive field asked for.
+#[derive(Default)]
+struct ErfState {
+    map: Option<Shared<Erf>>,
+    /// Job of the request in flight (0: none).
+    job: u32,
 }
 
 pub struct App {
@@ -139,7 +154,10 @@ pub struct App {
     maps: Maps,
     requested: Vec<usize>,
     selected: usize,
+    /// The channel shown enlarged.
+    channel: usize,
     cam: CamState,
+    erf: ErfState,
     error: Option<AttrValue>,
     /// Asks for the activation maps once the prediction has been painted.
     maps_after_paint: Option<AnimationFrame>,
@@ -251,6 +269,7 @@ impl App {
         };
         self.running = true;
         self.clear_maps();
+        self.erf = ErfState::default();
         // A new image is explained for its own top class; the old map stays on screen (marked
         // busy) until the new one arrives.
         self.cam.class = None;
@@ -367,6 +386,8 @@ impl Component for App {
             maps: Maps::default(),
             requested: vec![],
             selected,
+            channel: 0,
+            erf: ErfState::default(),
             cam: CamState {
                 map: None,
                 class: None,
@@ -388,6 +409,8 @@ impl Component for App {
                 cam_class: link.callback(Msg::CamClass),
                 cam_method: link.callback(Msg::CamMethod),
                 cam_opacity: link.callback(Msg::CamOpacity),
+                select_channel: link.callback(Msg::SelectChannel),
+                unit: link.callback(|(y, x)| Msg::Unit(y, x)),
             },
             _listeners: listeners,
             _panic_channel: panic_channel,
@@ -409,6 +432,7 @@ impl Component for App {
                 self.cam.class = None;
                 self.cam.layer = None;
                 self.cam.job = 0;
+                self.erf = ErfState::default();
                 self.start_load(ctx);
             }
             Msg::Progress { job, done, total } => {
@@ -475,9 +499,19 @@ impl Component for App {
                     self.cam.job = 0;
                     self.cam.map = Some(Shared::new(cam));
                 }
+                Response::Erf { job, erf, .. } => {
+                    if job != self.erf.job {
+                        return false;
+                    }
+                    self.erf.job = 0;
+                    self.erf.map = Some(Shared::new(erf));
+                }
                 Response::Error { job, message } => {
                     if job == self.cam.job {
                         self.cam.job = 0;
+                    }
+                    if job == self.erf.job {
+                        self.erf.job = 0;
                     }
                     if job == self.load_job && !matches!(self.load, LoadState::Ready { .. }) {
                         self.load = LoadState::Failed;
@@ -544,6 +578,18 @@ impl Component for App {
                 self.request_cam();
             }
             Msg::CamOpacity(o) => self.cam.opacity = o.clamp(0.0, 1.0),
+            Msg::SelectChannel(c) => self.channel = c,
+            Msg::Unit(y, x) => {
+                if self.result.is_none() || self.running {
+                    return false;
+                }
+                let rows = &self.model.summary.layers;
+                let channels = rows.get(self.selected.wrapping_sub(1)).map_or(1, |r| r.out_shape[0]);
+                self.next_job += 1;
+                self.erf.job = self.next_job;
+                let channel = self.channel.min(channels.saturating_sub(1));
+                self.worker.send(Request::Erf { job: self.erf.job, layer: self.selected, channel, y, x });
+            }
             Msg::Error(e) => self.error = Some(e.into()),
             Msg::DismissError => self.error = None,
         }
@@ -598,10 +644,16 @@ impl Component for App {
                     view={self.view.clone()}
                     has_result={self.result.is_some()}
                     on_select={on.select_layer.clone()}
+                    channel={self.channel}
+                    on_channel={on.select_channel.clone()}
+                    erf={self.erf.map.clone()}
+                    erf_busy={self.erf.job != 0}
+                    on_unit={on.unit.clone()}
                 />
+                <ResidualStream graph={m.graph.clone()} result={self.result.clone()} running={self.running} on_select={on.show_layer.clone()} />
                 <div class="split">
                     <LayerTable graph={m.graph.clone()} summary={m.summary.clone()} selected={self.selected} on_select={on.show_layer.clone()} result={self.result.clone()} />
-                    <Diagram graph={m.graph.clone()} summary={m.summary.clone()} selected={self.selected} on_select={on.show_layer.clone()} />
+                    <Diagram graph={m.graph.clone()} summary={m.summary.clone()} selected={self.selected} on_select={on.show_layer.clone()} result={self.result.clone()} />
                 </div>
             </main>
             <Footer />

@@ -2,7 +2,7 @@
 //! Rust on resnet-core, so the native tests run exactly what the browser runs.
 
 use candle_core::{Device, Tensor};
-use resnet_core::explain::{Cam, CamMethod};
+use resnet_core::explain::{layer_responses, residual_stream, Cam, CamMethod, Erf};
 use resnet_core::spec::Op;
 use resnet_core::{find_arch, model::softmax, Image, Model, WeightsSource};
 
@@ -10,7 +10,8 @@ use crate::protocol::{CamMap, FeatureMap, FilterBank, RunResult};
 
 pub struct Engine {
     model: Model,
-    /// Every layer's output of the last run (index = node id), kept for `maps`.
+    /// Every layer's output of the last run (index = node id), kept for `maps`; `taps[0]` is
+    /// the input tensor.
     taps: Vec<Tensor>,
 }
 
@@ -73,6 +74,8 @@ impl Engine {
         let t1 = clock();
         let (_, taps) = self.model.forward_taps(&x).map_err(err)?;
         let taps_ms = clock() - t1;
+        let blocks = residual_stream(&self.model.graph, &taps).map_err(err)?;
+        let responses = layer_responses(&self.model.graph, &taps).map_err(err)?;
         self.taps = taps;
         Ok(RunResult {
             job,
@@ -83,6 +86,8 @@ impl Engine {
             inference_ms,
             node_ms,
             taps_ms,
+            blocks,
+            responses,
         })
     }
 
@@ -120,6 +125,25 @@ impl Engine {
         let ms = clock() - t0;
         let Cam { layer, class, method, height, width, values } = cam;
         Ok(CamMap { layer, class, method, height, width, values, ms })
+    }
+
+    /// The effective receptive field of unit (`channel`, `y`, `x`) of `layer` on the last run's
+    /// image (see [`Model::effective_rf`]), with the time it took.
+    pub fn erf(
+        &self,
+        layer: usize,
+        channel: usize,
+        y: usize,
+        x: usize,
+        clock: &dyn Fn() -> f64,
+    ) -> Result<(Erf, f64), String> {
+        let input = self.taps.first().ok_or("no image has been run yet")?;
+        if layer == 0 || layer >= self.taps.len() {
+            return Err(format!("no layer {layer}"));
+        }
+        let t0 = clock();
+        let erf = self.model.effective_rf(input, layer, channel, y, x).map_err(err)?;
+        Ok((erf, clock() - t0))
     }
 
     pub fn graph(&self) -> &resnet_core::Graph {

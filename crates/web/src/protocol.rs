@@ -1,7 +1,7 @@
 //! What crosses the worker boundary: plain data only (bytes, shapes, f32 buffers), never UI
 //! state. Every request carries a job number so the page can drop answers it no longer wants.
 
-use resnet_core::explain::CamMethod;
+use resnet_core::explain::{BlockResponse, CamMethod, Erf, LayerResponse};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -15,15 +15,36 @@ pub enum Request {
     /// The class activation map of `layer` on the last run's image, for `class` (default: the
     /// top-1); the gradient is computed in the worker.
     Cam { job: u32, layer: usize, class: Option<usize>, method: CamMethod },
+    /// The effective receptive field of one unit of `layer` on the last run's image.
+    Erf { job: u32, layer: usize, channel: usize, y: usize, x: usize },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Response {
-    Loaded { job: u32, filters: Option<FilterBank>, ms: f64 },
+    Loaded {
+        job: u32,
+        filters: Option<FilterBank>,
+        ms: f64,
+    },
     Ran(RunResult),
-    Maps { job: u32, maps: Vec<FeatureMap> },
-    Cam { job: u32, cam: CamMap },
-    Error { job: u32, message: String },
+    Maps {
+        job: u32,
+        maps: Vec<FeatureMap>,
+    },
+    Cam {
+        job: u32,
+        cam: CamMap,
+    },
+    /// `ms`: the backward's time in the worker.
+    Erf {
+        job: u32,
+        erf: Erf,
+        ms: f64,
+    },
+    Error {
+        job: u32,
+        message: String,
+    },
 }
 
 /// A class activation map at its layer's resolution, `height × width`, non-negative.
@@ -54,6 +75,10 @@ pub struct RunResult {
     pub node_ms: Vec<f64>,
     /// The second, unfolded pass that keeps every layer's output, in ms.
     pub taps_ms: f64,
+    /// The residual stream on this image, per block with a residual branch.
+    pub blocks: Vec<BlockResponse>,
+    /// The std of every 3×3 layer's response (Fig. 7).
+    pub responses: Vec<LayerResponse>,
 }
 
 /// The first conv layer's weights, `out × in × k × k`.

@@ -64,6 +64,15 @@ impl InferenceWorker {
                     None => Response::Error { job, message: "no model is loaded".into() },
                 }
             }
+            Request::Erf { job, layer, channel, y, x } => {
+                match self.engine.as_ref().map(|e| e.erf(layer, channel, y, x, &now)) {
+                    Some(Ok((erf, ms))) => Response::Erf { job, erf, ms },
+                    Some(Err(message)) => {
+                        Response::Error { job, message: format!("effective receptive field: {message}") }
+                    }
+                    None => Response::Error { job, message: "no model is loaded".into() },
+                }
+            }
         }
     }
 }

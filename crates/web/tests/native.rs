@@ -106,3 +106,28 @@ fn cams_come_from_the_last_run() {
     assert_eq!(other.class, 8);
     assert_ne!(other.values, cam.values, "another class, another map");
 }
+
+/// What the residual-stream panel and the diagram draw (9 blocks, 19 3×3 responses for
+/// ResNet-20), and the effective receptive field the page asks for on a click: at the input's
+/// resolution, inside the hovered box.
+#[test]
+fn run_measures_the_stream_and_erf_answers_a_unit() {
+    let mut e = engine("cifar-resnet20", "cifar10-resnet20.safetensors");
+    assert!(e.erf(5, 0, 0, 0, &|| 0.0).is_err(), "no ERF before a run");
+    let rgb = image::open(repo().join("www/samples/ship-0.jpg")).unwrap().to_rgb8();
+    let img = Image { width: 32, height: 32, channels: 3, data: rgb.as_raw() };
+    let r = e.run(&img, 1, &|| 0.0).unwrap();
+    assert_eq!(r.blocks.len(), 9);
+    assert_eq!(r.responses.len(), 19);
+    let g = e.graph();
+    let layer = g.node("layer1.0.bn1").unwrap(); // before its ReLU: every unit has a gradient
+    let (erf, _) = e.erf(layer, 2, 0, 31, &|| 0.0).unwrap();
+    assert_eq!((erf.height, erf.width, erf.rf.size), (32, 32, 5));
+    assert_eq!((erf.rf.y0, erf.rf.y1, erf.rf.x0, erf.rf.x1), (0, 3, 29, 32));
+    let outside: f32 =
+        erf.values.iter().enumerate().filter(|(i, _)| i / 32 >= 3 || i % 32 < 29).map(|(_, v)| v).sum();
+    assert_eq!(outside, 0.0);
+    assert!(erf.values.iter().sum::<f32>() > 0.0);
+    assert!(e.erf(layer, 16, 0, 0, &|| 0.0).is_err(), "layer1 has 16 channels");
+    assert!(e.erf(10_000, 0, 0, 0, &|| 0.0).is_err());
+}

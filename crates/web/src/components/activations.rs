@@ -9,6 +9,7 @@ use resnet_core::spec::{Block, Graph, ShortcutKind};
 use resnet_core::Summary;
 use yew::prelude::*;
 
+use super::zoom::UnitZoom;
 use super::{ColourBar, InputView, Raster, Shared};
 use crate::protocol::FeatureMap;
 use crate::viz::thousands;
@@ -27,6 +28,13 @@ pub struct Props {
     pub view: Option<InputView>,
     pub has_result: bool,
     pub on_select: Callback<usize>,
+    /// The channel shown enlarged (and in the residual view).
+    pub channel: usize,
+    pub on_channel: Callback<usize>,
+    pub erf: Option<Shared<resnet_core::explain::Erf>>,
+    pub erf_busy: bool,
+    /// A pixel (`y`, `x`) of the enlarged channel was clicked.
+    pub on_unit: Callback<(usize, usize)>,
 }
 
 /// Channel tiles put into the page per task.
@@ -54,7 +62,6 @@ fn draw(map: &FeatureMap) -> Drawn {
 
 #[function_component(Activations)]
 pub fn activations(p: &Props) -> Html {
-    let focus = use_state(|| 0usize);
     let map = p.maps.get(&p.selected).cloned();
     // Colouring every channel is the expensive part: once per map, not per render.
     let grid = use_memo(map.clone(), |m| m.as_ref().map(|m| draw(m)));
@@ -103,7 +110,7 @@ pub fn activations(p: &Props) -> Html {
         std::iter::once(p.summary.input).chain(p.summary.layers.iter().map(|r| r.out_shape)).collect();
     let node = &g.nodes[p.selected];
     let [c, h, w] = shapes[p.selected];
-    let ch = (*focus).min(c.saturating_sub(1));
+    let ch = p.channel.min(c.saturating_sub(1));
     let body = match (&map, grid.as_ref()) {
         (Some(m), Some(Drawn::Tiles(scale, tiles))) => {
             let big = tiles.get(ch).cloned();
@@ -117,24 +124,20 @@ pub fn activations(p: &Props) -> Html {
                     <div class="activation-layout">
                         <div class="activation-grid" data-testid="activation-grid" data-node={p.selected.to_string()}>
                             { for tiles.iter().take(limit).enumerate().map(|(n, rgba)| {
-                                let f = focus.clone();
+                                let f = p.on_channel.clone();
                                 html! {
                                     <Raster rgba={rgba.clone()} width={m.shape[2] as u32} height={m.shape[1] as u32}
                                         class={classes!("pixelated", "activation-map", (n == ch).then_some("active"))}
                                         testid="activation-map" title={format!("channel {n}")}
-                                        onclick={Callback::from(move |_: MouseEvent| f.set(n))} />
+                                        onclick={Callback::from(move |_: MouseEvent| f.emit(n))} />
                                 }
                             }) }
                         </div>
                         { match (big, &p.view) {
-                            (Some(rgba), Some(InputView { rgba: input, side })) if h > 1 => html! {
-                                <figure class="overlay" data-testid="activation-zoom">
-                                    <div class="stack">
-                                        <Raster rgba={input.clone()} width={*side} height={*side} class="pixelated under" />
-                                        <Raster rgba={rgba} width={w as u32} height={h as u32} class="pixelated over" />
-                                    </div>
-                                    <figcaption>{ format!("{} · channel {ch} over the input", node.name) }</figcaption>
-                                </figure>
+                            (Some(rgba), Some(view)) if h > 1 => html! {
+                                <UnitZoom graph={p.graph.clone()} node={p.selected} channel={ch} map={rgba}
+                                    width={w} height={h} input={view.clone()} erf={p.erf.clone()}
+                                    erf_busy={p.erf_busy} on_unit={p.on_unit.clone()} />
                             },
                             _ => html! {},
                         } }

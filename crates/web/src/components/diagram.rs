@@ -182,10 +182,25 @@ pub fn diagram(p: &LayerProps) -> Html {
                             <text x={cx.to_string()} y={(bottom + 4.0).to_string()} text-anchor="middle">{ "+" }</text>
                         </g>
                     });
+                    // What the block adds on the current image (the residual-stream panel's bar).
+                    let measured =
+                        p.result.as_ref().and_then(|r| r.blocks.iter().find(|m| m.block == blk.name));
+                    let ratio = measured.map(|m| {
+                        let what = if blk.add.is_some() { "‖F‖/‖x‖" } else { "‖H−x‖/‖x‖" };
+                        let value = m.ratio.map_or("–".to_string(), |r| format!("{r:.2}"));
+                        html! {
+                            <text x={(BOX_X - 8.0).to_string()} y={(y + 38.0).to_string()} text-anchor="end" class="ratio"
+                                data-testid="residual-ratio" data-block={blk.name.clone()}
+                                data-ratio={m.ratio.map_or(String::new(), |r| format!("{r:.4}"))}>
+                                { format!("{what} {value}") }
+                            </text>
+                        }
+                    });
                     let body = html! {
                         <>
                             <rect x={BOX_X.to_string()} y={y.to_string()} width={BOX_W.to_string()} height={h.to_string()} rx="6" class="block" />
                             <text x={(BOX_X - 8.0).to_string()} y={(y + 20.0).to_string()} text-anchor="end" class="name">{ blk.name.clone() }</text>
+                            { ratio.unwrap_or_default() }
                             <text x={cx.to_string()} y={(y + 18.0).to_string()} text-anchor="middle">{ format!("{} · {}", kind_name(blk.kind), convs.join(" → ")) }</text>
                             { shortcut }
                             { plus.unwrap_or_default() }

@@ -11,6 +11,8 @@ pub mod footer;
 pub mod header;
 pub mod layer_table;
 pub mod prediction;
+pub mod residual_stream;
+pub mod zoom;
 
 use std::rc::Rc;
 
