@@ -14,13 +14,14 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::data::{self, LabeledImages, LoadOptions};
 use crate::fmt::{thousands, Align, Table};
-use crate::{emit, shown, to_json, ArchArgs};
+use crate::{emit, shown, to_json, ModelArgs};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     #[command(flatten)]
-    pub arch: ArchArgs,
-    /// Weights (safetensors, PyTorch names).
+    pub arch: ModelArgs,
+    /// Weights: a PyTorch .pth/.pt (torch.save: a state_dict or a checkpoint holding one) or
+    /// a safetensors file, with PyTorch's names.
     #[arg(long, value_name = "FILE")]
     pub weights: PathBuf,
     /// An ImageFolder tree (one folder per class, sorted; a root with train/ and test/ uses
@@ -114,7 +115,7 @@ fn bar(len: u64, msg: &'static str) -> ProgressBar {
 pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
     let start = Instant::now();
     let device = Device::Cpu;
-    let model = args.arch.load_model(&args.weights, &device)?;
+    let model = args.arch.load_model(&args.weights, &device, args.json)?;
     let prep = model.arch.preprocess();
 
     let fmt = data::detect(&args.data)?;

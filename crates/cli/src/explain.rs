@@ -13,13 +13,14 @@ use serde::Serialize;
 
 use crate::decode::decode_file;
 use crate::predict::class_labels;
-use crate::{emit, shown, to_json, ArchArgs};
+use crate::{emit, shown, to_json, ModelArgs};
 
 #[derive(Args, Debug)]
 pub struct ExplainArgs {
     #[command(flatten)]
-    pub arch: ArchArgs,
-    /// Weights (safetensors, PyTorch names).
+    pub arch: ModelArgs,
+    /// Weights: a PyTorch .pth/.pt (torch.save: a state_dict or a checkpoint holding one) or
+    /// a safetensors file, with PyTorch's names.
     #[arg(long, value_name = "FILE")]
     pub weights: PathBuf,
     /// gradcam, gradcam++ or eigencam (pytorch-grad-cam's definitions).
@@ -88,7 +89,7 @@ fn overlay_path(out: &Path, i: usize, n: usize) -> PathBuf {
 
 pub fn explain(args: &ExplainArgs) -> Result<ExitCode> {
     let device = Device::Cpu;
-    let model = args.arch.load_model(&args.weights, &device)?;
+    let model = args.arch.load_model(&args.weights, &device, args.json)?;
     let labels = class_labels(&model, args.labels.as_ref())?;
     let g = &model.graph;
     let layer = match &args.layer {

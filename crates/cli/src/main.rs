@@ -74,11 +74,52 @@ impl ArchArgs {
         };
         Ok((arch, graph))
     }
+}
 
-    /// The architecture with weights from `path`, strictly matched by name and shape.
-    pub fn load_model(&self, path: &Path, device: &Device) -> Result<Model> {
-        let (arch, graph) = self.resolve()?;
-        Model::load_graph(arch, graph, WeightsSource::File(path), device).map_err(|e| weights_error(path, e))
+/// The architecture of a command that takes `--weights`: named, or recognised from the file.
+#[derive(Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// Architecture (see `resnet list`), e.g. cifar-resnet20, resnet50, vgg16. Default: the
+    /// one the weights file's tensor names and shapes fit (printed on stderr).
+    #[arg(long, value_name = "NAME")]
+    pub arch: Option<String>,
+    /// Shortcut option of the CIFAR ResNets: A (zero-padding identity, the default) or B
+    /// (1×1 projection where the shape changes).
+    #[arg(long, value_name = "A|B", value_parser = parse_shortcut)]
+    pub shortcut: Option<ShortcutOption>,
+}
+
+impl ModelArgs {
+    /// The architecture with weights from `path` (a PyTorch .pth/.pt or safetensors file),
+    /// strictly matched by name and shape. Without `--arch` the architecture is recognised
+    /// from the file and named on stderr (unless `json`: the JSON's "arch" names it).
+    pub fn load_model(&self, path: &Path, device: &Device, json: bool) -> Result<Model> {
+        if let Some(name) = &self.arch {
+            let (arch, graph) = ArchArgs { arch: name.clone(), shortcut: self.shortcut }.resolve()?;
+            return Model::load_graph(arch, graph, WeightsSource::File(path), device)
+                .map_err(|e| weights_error(path, e));
+        }
+        let io = |e: std::io::Error| WeightsError::Io { path: shown(path), msg: e.to_string() };
+        let bytes = std::fs::read(path).map_err(|e| weights_error(path, io(e)))?;
+        let loaded = Model::load_recognised(&bytes, device).map_err(|e| weights_error(path, e))?;
+        let label = match loaded.shortcut {
+            Some(s) if loaded.model.arch.has_shortcut_option() => {
+                format!("{} (shortcut option {s:?})", loaded.model.arch.name)
+            }
+            _ => loaded.model.arch.name.to_string(),
+        };
+        if let Some(want) = self.shortcut {
+            if loaded.shortcut != Some(want) {
+                bail!("weights {}: the tensors are {label}, not shortcut option {want:?}", path.display());
+            }
+        }
+        if !json {
+            eprintln!("arch: {label} (recognised from the {} file {})", loaded.format.name(), path.display());
+        }
+        if let Some(note) = &loaded.note {
+            eprintln!("note: {note}");
+        }
+        Ok(loaded.model)
     }
 }
 
@@ -100,7 +141,12 @@ fn weights_error(path: &Path, e: WeightsError) -> anyhow::Error {
             anyhow!("weights {file}: no such file")
         }
         WeightsError::Io { msg, .. } => anyhow!("weights {file}: {msg}"),
-        WeightsError::Format(msg) => anyhow!("weights {file}: not a safetensors file ({msg})"),
+        WeightsError::Format(msg) => anyhow!("weights {file}: {msg}"),
+        WeightsError::Unrecognised(_) => {
+            anyhow!(
+                "weights {file}: {e}\n(with --arch NAME every difference from that architecture is listed)"
+            )
+        }
         WeightsError::Mismatch(m) => {
             let mut s = format!(
                 "weights {file} do not fit {}: {} missing, {} unexpected, {} with the wrong shape \

@@ -10,17 +10,18 @@ use resnet_core::Model;
 use serde::Serialize;
 
 use crate::decode::decode_file;
-use crate::{emit, read_labels, shown, to_json, ArchArgs};
+use crate::{emit, read_labels, shown, to_json, ModelArgs};
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
     #[command(flatten)]
-    pub arch: ArchArgs,
-    /// Weights (safetensors, PyTorch names).
+    pub arch: ModelArgs,
+    /// Weights: a PyTorch .pth/.pt (torch.save: a state_dict or a checkpoint holding one) or
+    /// a safetensors file, with PyTorch's names.
     #[arg(long, value_name = "FILE")]
     pub weights: PathBuf,
-    /// Class names, one a line, in the model's output order (e.g. ImageNet's 1,000). Default:
-    /// CIFAR-10's names for CIFAR nets, class ids for ImageNet nets.
+    /// Class names, one a line, in the model's output order. Default: the built-in names
+    /// (ImageNet-1k's 1,000 in torchvision's order, CIFAR-10's, the digits).
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
     /// How many classes to show per image.
@@ -99,7 +100,7 @@ const BATCH: usize = 16;
 
 pub fn predict(args: &PredictArgs) -> Result<ExitCode> {
     let device = Device::Cpu;
-    let model = args.arch.load_model(&args.weights, &device)?;
+    let model = args.arch.load_model(&args.weights, &device, args.json)?;
     let labels = class_labels(&model, args.labels.as_ref())?;
     let prep = model.arch.preprocess();
 

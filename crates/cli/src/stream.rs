@@ -14,13 +14,14 @@ use serde::Serialize;
 
 use crate::decode::decode_file;
 use crate::fmt::{Align, Table};
-use crate::{emit, shown, to_json, ArchArgs};
+use crate::{emit, shown, to_json, ModelArgs};
 
 #[derive(Args, Debug)]
 pub struct StreamArgs {
     #[command(flatten)]
-    pub arch: ArchArgs,
-    /// Weights (safetensors, PyTorch names).
+    pub arch: ModelArgs,
+    /// Weights: a PyTorch .pth/.pt (torch.save: a state_dict or a checkpoint holding one) or
+    /// a safetensors file, with PyTorch's names.
     #[arg(long, value_name = "FILE")]
     pub weights: PathBuf,
     /// One JSON document instead of the table.
@@ -41,7 +42,7 @@ struct StreamJson<'a> {
 
 pub fn stream(args: &StreamArgs) -> Result<ExitCode> {
     let device = Device::Cpu;
-    let model = args.arch.load_model(&args.weights, &device)?;
+    let model = args.arch.load_model(&args.weights, &device, args.json)?;
     if !model.graph.blocks.iter().any(|b| b.residual.is_some()) {
         bail!(
             "{} has no residual blocks (the stream is measured on ResNets and plain nets)",

@@ -217,10 +217,10 @@ fn bad_files_are_clean_errors() {
     );
     let text = dir.join("text.safetensors");
     std::fs::write(&text, "hello, I am not a tensor file").unwrap();
-    fails(&["predict", "--arch", "cifar-resnet20", "--weights", s(&text), ok], "not a safetensors file");
+    fails(&["predict", "--arch", "cifar-resnet20", "--weights", s(&text), ok], "not a weights file");
     let empty = dir.join("empty.safetensors");
     std::fs::write(&empty, "").unwrap();
-    fails(&["predict", "--arch", "cifar-resnet20", "--weights", s(&empty), ok], "not a safetensors file");
+    fails(&["predict", "--arch", "cifar-resnet20", "--weights", s(&empty), ok], "the file is empty");
     let err =
         fails(&["predict", "--arch", "cifar-resnet32", "--weights", w, ok], "do not fit cifar-resnet32");
     assert!(err.contains("missing     layer1.3.conv1.weight"), "names are listed: {err}");
