@@ -42,8 +42,12 @@ pub fn tensors(bytes: &[u8]) -> Result<Vec<RawTensor<'_>>, WeightsError> {
     }
     check_pickle(pkl)?;
     let mut stack = Stack::empty();
-    stack.read_loop(&mut &pkl[..]).map_err(|e| format_error(format!("pickle: {e}")))?;
-    let obj = stack.finalize().map_err(|e| format_error(format!("pickle: {e}")))?;
+    // Candle's error carries a backtrace where RUST_BACKTRACE is set: the message is its first line.
+    let candle = |e: candle_core::Error| {
+        format_error(format!("pickle: {}", e.to_string().lines().next().unwrap_or("")))
+    };
+    stack.read_loop(&mut &pkl[..]).map_err(candle)?;
+    let obj = stack.finalize().map_err(candle)?;
     let dict = state_dict(obj)?;
     let mut out = Vec::with_capacity(dict.len());
     let mut seen = std::collections::HashSet::new();

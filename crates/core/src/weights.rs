@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::{Dtype as StDtype, TensorView};
 
-use crate::tensors::TensorFile;
+use crate::tensors::{RawDtype, TensorFile};
 
 use crate::rng::Rng;
 use crate::spec::{Graph, ParamKind, ParamSpec};
@@ -240,6 +240,31 @@ impl Weights {
         Self::from_file(&TensorFile::parse(bytes)?, graph, arch, device)
     }
 
+    /// What [`Weights::from_file`] checks before it makes a tensor: the names and shapes are
+    /// the graph's, and every element type can be read. Returns the graph's tensors by name.
+    pub fn check(
+        file: &TensorFile,
+        graph: &Graph,
+        arch: &str,
+    ) -> Result<BTreeMap<String, ParamSpec>, WeightsError> {
+        let expected: BTreeMap<String, ParamSpec> =
+            graph.param_specs().into_iter().map(|p| (p.name.clone(), p)).collect();
+        let mismatch = Mismatch::between(arch, &expected, file.shapes());
+        if !mismatch.is_empty() {
+            return Err(WeightsError::Mismatch(mismatch));
+        }
+        for t in &file.tensors {
+            let readable = match expected[&t.name].kind {
+                ParamKind::BatchCount => matches!(t.dtype, RawDtype::I64 | RawDtype::I32),
+                _ => matches!(t.dtype, RawDtype::F32 | RawDtype::F64 | RawDtype::F16 | RawDtype::BF16),
+            };
+            if !readable {
+                return Err(WeightsError::Dtype { name: t.name.clone(), dtype: format!("{:?}", t.dtype) });
+            }
+        }
+        Ok(expected)
+    }
+
     /// The graph's tensors from a parsed file, strictly: every tensor the graph needs, no
     /// other, each with its shape; one error lists every difference. `num_batches_tracked` may
     /// be absent (it does not affect the network).
@@ -249,12 +274,7 @@ impl Weights {
         arch: &str,
         device: &Device,
     ) -> Result<Weights, WeightsError> {
-        let expected: BTreeMap<String, ParamSpec> =
-            graph.param_specs().into_iter().map(|p| (p.name.clone(), p)).collect();
-        let mismatch = Mismatch::between(arch, &expected, file.shapes());
-        if !mismatch.is_empty() {
-            return Err(WeightsError::Mismatch(mismatch));
-        }
+        let expected = Self::check(file, graph, arch)?;
         let mut tensors = BTreeMap::new();
         for t in &file.tensors {
             let spec = &expected[&t.name];
