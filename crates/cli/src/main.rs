@@ -9,6 +9,7 @@ mod eval;
 mod explain;
 mod fmt;
 mod predict;
+mod rf;
 mod stream;
 mod summary;
 mod train;
@@ -46,6 +47,8 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// The residual stream on one image: per block ‖F(x)‖/‖x‖, cos(F(x), x) and the std of F(x).
     Stream(stream::StreamArgs),
+    /// What one unit sees (its receptive field) and depends on (|∂unit/∂input|) on one image.
+    Rf(rf::RfArgs),
     /// The architectures, with their parameters and MACs.
     List(summary::ListArgs),
     /// Train a network from scratch or resume a run: SGD, schedules, checkpoints, metrics.
@@ -221,6 +224,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(a) => eval::eval(&a),
         Command::Explain(a) => explain::explain(&a),
         Command::Stream(a) => stream::stream(&a),
+        Command::Rf(a) => rf::rf(&a),
         Command::Train(a) => train::train(&a),
     }
 }

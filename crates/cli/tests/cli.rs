@@ -538,3 +538,72 @@ fn stream_measures_every_block() {
         stdout(&o)
     );
 }
+
+/// `resnet rf`: a unit's receptive field (the layer table's size, clipped to the input) and its
+/// effective receptive field, zero outside that box and mostly in a smaller square; a PNG.
+#[test]
+fn rf_shows_what_a_unit_sees_and_depends_on() {
+    let (weights, cat) = shipped();
+    let png = tmp_dir("rf").join("erf.png");
+    let j = json(&[
+        "rf",
+        "--arch",
+        "cifar-resnet20",
+        "--weights",
+        s(&weights),
+        "--layer",
+        "layer2.0.relu",
+        "--json",
+        "--out",
+        s(&png),
+        s(&cat),
+    ]);
+    let (c, y, x) = (
+        j["unit"]["channel"].as_u64().unwrap(),
+        j["unit"]["y"].as_u64().unwrap(),
+        j["unit"]["x"].as_u64().unwrap(),
+    );
+    assert_eq!((y, x), (8, 8), "the centre of the 16×16 map");
+    assert!(c < 32 && j["unit"]["value"].as_f64().unwrap() > 0.0, "the channel most active there");
+    let rf = &j["rf"];
+    assert_eq!(rf["size"], 21);
+    assert_eq!((rf["y0"].as_u64(), rf["y1"].as_u64()), (Some(6), Some(27)));
+    let erf: Vec<Vec<f64>> = serde_json::from_value(j["erf"].clone()).unwrap();
+    assert_eq!((erf.len(), erf[0].len()), (32, 32));
+    for (r, row) in erf.iter().enumerate() {
+        for (col, v) in row.iter().enumerate() {
+            if !(6..27).contains(&r) || !(6..27).contains(&col) {
+                assert_eq!(*v, 0.0, "({r}, {col}) is outside the receptive field");
+            }
+        }
+    }
+    let (half, ninety) = (j["half"].as_u64().unwrap(), j["ninety"].as_u64().unwrap());
+    assert!(half >= 1 && half <= ninety && ninety < 21, "{half} {ninety}");
+    assert_eq!(image::image_dimensions(&png).unwrap(), (32, 32));
+    let o = resnet(&[
+        "rf",
+        "--arch",
+        "cifar-resnet20",
+        "--weights",
+        s(&weights),
+        "--layer",
+        "layer2.0.relu",
+        "--unit",
+        "0,16,0",
+        s(&cat),
+    ]);
+    assert!(!o.status.success() && stderr(&o).contains("16×16"), "{}", stderr(&o));
+    let o = resnet(&[
+        "rf",
+        "--arch",
+        "cifar-resnet20",
+        "--weights",
+        s(&weights),
+        "--layer",
+        "layer2.0.relu",
+        "--unit",
+        "1,2",
+        s(&cat),
+    ]);
+    assert!(!o.status.success() && stderr(&o).contains("channel,row,column"), "{}", stderr(&o));
+}
