@@ -25,6 +25,7 @@ use crate::components::header::Header;
 use crate::components::layer_table::LayerTable;
 use crate::components::prediction::Prediction;
 use crate::components::residual_stream::ResidualStream;
+use crate::components::user_weights::{self, FileLoad, UserFile, UserWeights};
 use crate::components::{InputView, Shared};
 use crate::decode::{decode_blob, decode_img, Decoded};
 use crate::events;
@@ -159,6 +160,9 @@ pub struct App {
     cam: CamState,
     erf: ErfState,
     error: Option<AttrValue>,
+    /// The user's weights file being read and built in the worker, and the one the model runs.
+    file_load: Option<FileLoad>,
+    user_file: Option<UserFile>,
     /// Asks for the activation maps once the prediction has been painted.
     maps_after_paint: Option<AnimationFrame>,
     /// Made once: a callback is equal only to itself, and a new one each render would re-render
@@ -231,6 +235,29 @@ fn scroll_to_maps() {
 }
 
 impl App {
+    /// The user's weights file to the worker (the previous model runs until it is built).
+    fn load_weights_file(&mut self, file: File) {
+        self.next_job += 1;
+        let (job, token, name) = (self.next_job, user_weights::new_token(), file.name());
+        if let Err(e) = user_weights::post_file(token, &file) {
+            self.error = Some(format!("cannot load {name}: {e}").into());
+            return;
+        }
+        self.worker.send(Request::LoadFile { job, token });
+        self.file_load = Some(FileLoad { job, token, name: name.into(), done: 0.0, total: file.size() });
+    }
+
+    /// The panels' model, from its first layer, with nothing computed yet.
+    fn show_model(&mut self, model: ModelView) {
+        self.model = model;
+        self.selected = default_layer(&self.model.graph);
+        self.cam.map = None;
+        self.cam.class = None;
+        self.cam.layer = None;
+        self.cam.job = 0;
+        self.erf = ErfState::default();
+    }
+
     fn start_load(&mut self, ctx: &Context<Self>) {
         self.next_job += 1;
         self.load_job = self.next_job;
@@ -398,6 +425,8 @@ impl Component for App {
                 run: 0,
             },
             error: None,
+            file_load: None,
+            user_file: None,
             maps_after_paint: None,
             on: Handlers {
                 select_model: link.callback(Msg::SelectModel),
@@ -426,13 +455,10 @@ impl Component for App {
                     self.error = Some(format!("unknown model {name}").into());
                     return true;
                 };
-                self.model = model_view(arch);
-                self.selected = default_layer(&self.model.graph);
-                self.cam.map = None;
-                self.cam.class = None;
-                self.cam.layer = None;
-                self.cam.job = 0;
-                self.erf = ErfState::default();
+                // A model picked replaces the user's file, and one still loading.
+                self.file_load = None;
+                self.user_file = None;
+                self.show_model(model_view(arch));
                 self.start_load(ctx);
             }
             Msg::Progress { job, done, total } => {
@@ -506,7 +532,43 @@ impl Component for App {
                     self.erf.job = 0;
                     self.erf.map = Some(Shared::new(erf));
                 }
+                Response::Reading { job, done, total } => match &mut self.file_load {
+                    Some(f) if f.job == job => (f.done, f.total) = (done, total),
+                    _ => return false,
+                },
+                Response::LoadedFile { job, arch, shortcut_b, note, filters, ms } => {
+                    let Some(load) = self.file_load.take_if(|f| f.job == job) else { return false };
+                    let Ok(arch) = find_arch(&arch) else { return false };
+                    let graph = match shortcut_b {
+                        true => arch.graph_with(resnet_core::ShortcutOption::B),
+                        false => arch.graph(),
+                    };
+                    let summary =
+                        graph.summary(None).expect("every architecture of the zoo fits its own input");
+                    self.show_model(ModelView {
+                        arch,
+                        trained: true,
+                        graph: Shared::new(graph),
+                        summary: Shared::new(summary),
+                    });
+                    // The model is the worker's now: answers to an earlier `Load` are stale.
+                    self.next_job += 1;
+                    self.load_job = self.next_job;
+                    self.load = LoadState::Ready { ms };
+                    self.filters = filters.map(Shared::new);
+                    self.result = None;
+                    self.view = None;
+                    self.clear_maps();
+                    self.user_file =
+                        Some(UserFile { name: load.name, arch: arch.name, note: note.map(Into::into) });
+                    self.error = None;
+                    self.start_run();
+                }
                 Response::Error { job, message } => {
+                    // A bad weights file: the banner says why, the previous model stays.
+                    if self.file_load.as_ref().is_some_and(|f| f.job == job) {
+                        self.file_load = None;
+                    }
                     if job == self.cam.job {
                         self.cam.job = 0;
                     }
@@ -534,6 +596,7 @@ impl Component for App {
                 self.worker = spawn_worker(ctx.link());
                 self.start_load(ctx);
             }
+            Msg::File(file) if user_weights::is_weights_file(&file.name()) => self.load_weights_file(file),
             Msg::File(file) => {
                 self.decoding = true;
                 let link = ctx.link().clone();
@@ -601,6 +664,7 @@ impl Component for App {
         html! {
             <>
             <Header model={m.clone()} load={self.load.clone()} running={self.running} on_model={on.select_model.clone()} />
+            <UserWeights loading={self.file_load.clone()} current={self.user_file.clone()} />
             { match &self.error {
                 Some(e) => html! { <ErrorBanner message={e.clone()} on_dismiss={on.dismiss_error.clone()} /> },
                 None => html! {},

@@ -3,8 +3,9 @@
 
 use candle_core::{Device, Tensor};
 use resnet_core::explain::{layer_responses, residual_stream, Cam, CamMethod, Erf};
+use resnet_core::recognise::{recognise, Recognised};
 use resnet_core::spec::Op;
-use resnet_core::{find_arch, model::softmax, Image, Model, WeightsSource};
+use resnet_core::{find_arch, model::softmax, Image, Model, TensorFile, Weights, WeightsSource};
 
 use crate::protocol::{CamMap, FeatureMap, FilterBank, RunResult};
 
@@ -28,6 +29,25 @@ impl Engine {
             None => WeightsSource::Random(seed),
         };
         let engine = Engine { model: Model::load(info, source, &Device::Cpu).map_err(err)?, taps: vec![] };
+        engine.warm_up()?;
+        Ok(engine)
+    }
+
+    /// A user's weights file (a PyTorch `.pth`/`.pt` or safetensors, from its bytes): parsed
+    /// once and its architecture recognised — every error a bad file can give comes from this
+    /// step, before any tensor is made, so the caller can keep its current model until it
+    /// succeeds. [`Engine::from_recognised`] then builds the model.
+    pub fn recognise(bytes: &[u8]) -> Result<(TensorFile<'_>, Recognised), String> {
+        let file = TensorFile::parse(bytes).map_err(err)?;
+        let r = recognise(&file).map_err(err)?;
+        Weights::check(&file, &r.graph, r.arch.name).map_err(err)?;
+        Ok((file, r))
+    }
+
+    /// The model of a recognised file (its f32 tensors: the file's size again, for f32 files).
+    pub fn from_recognised(file: &TensorFile, r: Recognised) -> Result<Engine, String> {
+        let weights = Weights::from_file(file, &r.graph, r.arch.name, &Device::Cpu).map_err(err)?;
+        let engine = Engine { model: Model::new(r.arch, r.graph, weights), taps: vec![] };
         engine.warm_up()?;
         Ok(engine)
     }

@@ -4,10 +4,27 @@
 use resnet_core::explain::{BlockResponse, CamMethod, Erf, LayerResponse};
 use serde::{Deserialize, Serialize};
 
+/// The broadcast channel a weights file's `File` travels on to the worker, as a
+/// [`WeightsFileMessage`]-shaped JS object `{ token, file }`.
+pub const WEIGHTS_CHANNEL: &str = "resnet-explorer-weights-file";
+
+/// The names of the fields of the object posted on [`WEIGHTS_CHANNEL`].
+pub struct WeightsFileMessage;
+
+impl WeightsFileMessage {
+    pub const TOKEN: &'static str = "token";
+    pub const FILE: &'static str = "file";
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Request {
     /// Build `arch`: with safetensors bytes (pretrained) or deterministic random weights.
     Load { job: u32, arch: String, weights: Option<Vec<u8>>, seed: u64 },
+    /// Load the user's weights file (PyTorch `.pth`/`.pt` or safetensors) as the architecture
+    /// its tensors fit. The file is not in this message: the page posts its `File` (a handle;
+    /// no bytes are copied) on [`WEIGHTS_CHANNEL`] with the same `token`, and the worker reads
+    /// the bytes once, straight into its own memory.
+    LoadFile { job: u32, token: u64 },
     /// Classify decoded pixels (RGBA, row-major) and keep every layer's output for `Maps`.
     Run { job: u32, width: u32, height: u32, rgba: Vec<u8> },
     /// Some layers' outputs of the last run: only what the page shows, never all taps.
@@ -23,6 +40,22 @@ pub enum Request {
 pub enum Response {
     Loaded {
         job: u32,
+        filters: Option<FilterBank>,
+        ms: f64,
+    },
+    /// Reading a weights file: `done` of `total` bytes.
+    Reading {
+        job: u32,
+        done: f64,
+        total: f64,
+    },
+    /// The user's weights file loaded as `arch` (the CIFAR ResNets: with option-B shortcuts
+    /// where `shortcut_b`); `note` where the tensors fit more than one architecture.
+    LoadedFile {
+        job: u32,
+        arch: String,
+        shortcut_b: bool,
+        note: Option<String>,
         filters: Option<FilterBank>,
         ms: f64,
     },

@@ -44,9 +44,9 @@ pub fn drop_zone(p: &Props) -> Html {
         <section class="panel input" aria-label="Input">
             <h2>{ "Input" }</h2>
             <div class="drop-zone" data-testid="drop-zone">
-                <p>{ "Drop an image anywhere on the page, paste one, or " }
+                <p>{ "Drop an image (or your weights: a PyTorch .pth or .safetensors) anywhere on the page, paste one, or " }
                     <label class="file-button">{ "choose a file" }
-                        <input type="file" accept="image/*" data-testid="file-input" onchange={on_change} />
+                        <input type="file" accept={format!("image/*,{}", super::user_weights::ACCEPT)} data-testid="file-input" onchange={on_change} />
                     </label>
                 </p>
                 { if p.busy { html!{ <p class="hint"><span class="spinner"></span>{ "decoding…" }</p> } } else { html!{} } }

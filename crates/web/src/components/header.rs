@@ -65,7 +65,10 @@ pub fn header(p: &Props) -> Html {
                 { "Model " }
                 <select data-testid="model-select" onchange={on_change}>
                     { for zoo.map(|a| {
-                        let label = if weights_url(a.name).is_some() {
+                        // A trained model without shipped weights runs the user's file.
+                        let label = if a.name == m.arch.name && m.trained && weights_url(a.name).is_none() {
+                            format!("{} — your weights", a.name)
+                        } else if weights_url(a.name).is_some() {
                             format!("{} — pretrained on CIFAR-10", a.name)
                         } else {
                             format!("{} — untrained (random weights)", a.name)

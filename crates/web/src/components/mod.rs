@@ -12,6 +12,7 @@ pub mod header;
 pub mod layer_table;
 pub mod prediction;
 pub mod residual_stream;
+pub mod user_weights;
 pub mod zoom;
 
 use std::rc::Rc;

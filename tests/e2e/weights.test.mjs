@@ -1,0 +1,104 @@
+// The user's own weights (issue 12): a PyTorch .pth chosen in the page's file input (the same
+// one images go through) is read in the worker, its architecture recognised, and every panel
+// shows that network; a truncated file shows the error banner and the previous model keeps
+// working. With the bench's torch (bench/.venv), also torchvision's ResNet-50 saved with
+// torch.save: the page's top-1 is torchvision's.
+//
+//   DIST=dist node --test tests/e2e/weights.test.mjs
+//
+// Screenshots go to tests/artifacts/weights-*.png.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { $, artifacts, openExplorer, repo, waitForImage } from './page.mjs';
+
+let page, base, errors, close;
+const tmp = mkdtempSync(join(tmpdir(), 'resnet-weights-e2e-'));
+
+before(async () => ({ page, base, errors, close } = await openExplorer({ width: 1400, height: 1000 })));
+after(async () => {
+  await close?.();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+const ready = () => page.waitForSelector(`${$('model-status')}[data-state="ready"]`, { timeout: 120_000 });
+
+/// Every first-layer filter tile's pixels.
+const filterTiles = () => page.$$eval(`${$('filter-grid')} canvas`, (cs) => cs.map((c) => c.toDataURL()).join());
+
+/// Chooses `path` in the page's file input, as a user does.
+const choose = (path) => page.setInputFiles($('file-input'), path);
+
+async function waitForUserWeights(name, arch, timeout = 120_000) {
+  await page.waitForFunction(([name, arch]) => {
+    const el = document.querySelector('[data-testid="user-weights"]');
+    return el?.dataset.arch === arch && el.textContent.includes(`your weights: ${name}`)
+      && !document.querySelector('[data-testid="weights-loading"]');
+  }, [name, arch], { timeout });
+  await ready();
+}
+
+test('a .pth chosen in the file input becomes the model; a truncated one leaves it working', async () => {
+  await page.goto(base);
+  await ready();
+  // Start from an untrained net, so that everything visibly changes.
+  await page.selectOption($('model-select'), 'cifar-resnet32');
+  await ready();
+  await page.click(`${$('sample-image')}[alt="cat-0.jpg"]`);
+  await waitForImage(page, 'cat-0.jpg');
+  assert.ok(await page.$(`${$('untrained-note')}`), 'random weights make no predictions');
+  const randomTiles = await filterTiles();
+
+  await choose(join(repo, 'crates/core/tests/fixtures/resnet20.pth'));
+  await waitForUserWeights('resnet20.pth', 'cifar-resnet20');
+  assert.equal(await page.$eval($('model-select'), (s) => s.value), 'cifar-resnet20');
+  await waitForImage(page, 'cat-0.jpg');
+  // The CLI's top-1 for this image and file (crates/cli/tests/weights.rs): cat.
+  assert.equal(await page.textContent($('top-class')), 'cat');
+  assert.notEqual(await filterTiles(), randomTiles, 'conv1 shows the file\'s filters');
+  assert.match(await page.textContent($('user-weights-note')), /cifar-plain20/);
+  await page.screenshot({ path: join(artifacts, 'weights-resnet20-pth.png') });
+
+  // A truncated file: the banner says why; the model and its results stay.
+  const pth = readFileSync(join(repo, 'crates/core/tests/fixtures/resnet20.pth'));
+  const cut = join(tmp, 'cut.pth');
+  writeFileSync(cut, pth.subarray(0, pth.length / 2));
+  await choose(cut);
+  await page.waitForSelector($('error-banner'), { timeout: 30_000 });
+  assert.match(await page.textContent($('error-banner')), /cannot load cut\.pth: not a valid PyTorch \.pth file/);
+  assert.ok(await page.$(`${$('user-weights')}[data-arch="cifar-resnet20"]`), 'the previous file is still the model');
+  await page.click(`${$('sample-image')}[alt="ship-0.jpg"]`);
+  await waitForImage(page, 'ship-0.jpg');
+  assert.equal(await page.textContent($('top-class')), 'ship', 'the previous model still classifies');
+  assert.deepEqual(errors, []);
+});
+
+const python = join(repo, 'bench/.venv/bin/python');
+
+test('torchvision\'s ResNet-50 saved with torch.save: ImageNet names, torchvision\'s top-1', { skip: !existsSync(python) && 'no torch (bench/.venv)' }, async () => {
+  const made = spawnSync(python, [join(repo, 'crates/cli/tests/fixtures/make_torchvision_check.py'), tmp, 'resnet50', join(repo, 'www/samples/dog-0.jpg')], {
+    env: { ...process.env, LD_LIBRARY_PATH: join(repo, 'bench/.venv/cuda-stubs') },
+    encoding: 'utf8',
+  });
+  assert.equal(made.status, 0, made.stderr);
+  const logits = JSON.parse(readFileSync(join(tmp, 'resnet50.json'), 'utf8')).logits;
+  const best = logits.indexOf(Math.max(...logits));
+  const names = readFileSync(join(repo, 'crates/core/assets/imagenet1k.txt'), 'utf8').split('\n');
+
+  await page.selectOption($('model-select'), 'resnet50');
+  await ready();
+  const randomTiles = await filterTiles();
+  await choose(join(tmp, 'resnet50.pth'));
+  await waitForUserWeights('resnet50.pth', 'resnet50', 300_000);
+  assert.notEqual(await filterTiles(), randomTiles, 'conv1 shows the file\'s filters');
+  await choose(join(tmp, 'resnet50-input.png'));
+  await waitForImage(page, 'resnet50-input.png', 120_000);
+  assert.equal(await page.textContent($('top-class')), names[best], `torchvision's top-1 is class ${best}`);
+  assert.equal(await page.locator($('topk-row')).count(), 5);
+  await page.screenshot({ path: join(artifacts, 'weights-resnet50-pth.png') });
+  assert.deepEqual(errors, []);
+});
