@@ -117,3 +117,15 @@ test('a plain net: ‖H(x) − x‖ / ‖x‖ where the shape allows, and no err
   assert.ok(texts.some((t) => t.endsWith('–')), 'the shape changes at layer2.0 and layer3.0');
   assert.deepEqual(errors, []);
 });
+
+test('at 1,400 px the layer table of resnet50 shows every column, params and MACs included', async () => {
+  await page.selectOption($('model-select'), 'resnet50');
+  await page.waitForSelector(`${$('model-status')}[data-state="ready"]`, { timeout: 120_000 });
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid="layer-row"]').length > 100);
+  const fit = await page.$eval('.table-scroll', (s) => ({ scroll: s.scrollWidth, client: s.clientWidth, right: s.getBoundingClientRect().right }));
+  assert.ok(fit.scroll <= fit.client + 1, `the table is ${fit.scroll} px in a ${fit.client} px panel`);
+  assert.ok(fit.right <= 1400, `the panel ends at ${fit.right} px`);
+  const total = await page.$eval('tfoot', (f) => f.textContent);
+  assert.match(total, /25,557,032/, 'the params total is shown whole');
+  await page.locator('.table-scroll').screenshot({ path: join(artifacts, 'depth-table-1400.png') });
+});

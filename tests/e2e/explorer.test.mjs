@@ -158,7 +158,20 @@ test('each stage shows one activation map per channel: 16, 32, 64', async () => 
   await page.waitForFunction((sel) => document.querySelectorAll(sel).length === 32, $('activation-map'));
   await page.waitForSelector(`${$('residual-view')} canvas`);
   assert.match(await page.textContent($('residual-view')), /shortcut\(x\)/);
+  // Channel 3 was picked, but channels 0–7 of option A are zeros: the view moves to channel 8,
+  // which carries x's channel 0, and says so.
+  assert.equal(await page.$eval(`${$('activation-map')}.active`, (c) => c.title), 'channel 8');
+  const caption = await page.textContent($('residual-caption'));
+  assert.match(caption, /relu\(F\(x\) \+ shortcut\(x\)\)/);
+  assert.match(caption, /zero channels \(0–7 and 24–31 of 32\)/);
+  assert.match(caption, /Channel 8 carries x's channel 0/);
+  assert.match(await page.textContent($('residual-view')), /channel 0, which feeds channel 8/);
+  assert.match(await page.textContent(`${$('residual-view')} h3`), /channel 8/);
   await shot('section.activations', 'activations-downsample');
+  // A zero channel: said in words, not shown as a blank square.
+  await page.click(`${$('activation-map')}[title="channel 30"]`);
+  await page.waitForFunction(() => /is one of the zero channels/.test(document.querySelector('[data-testid="residual-caption"]').textContent));
+  assert.equal(await page.locator($('zero-channel')).count(), 2, 'x has no channel for it; shortcut(x) is zero there');
 });
 
 test('the table and the diagram select layers', async () => {

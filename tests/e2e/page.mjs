@@ -16,12 +16,12 @@ mkdirSync(artifacts, { recursive: true });
 export const $ = (id) => `[data-testid="${id}"]`;
 
 /// Serves the build and opens it: `{ page, base, errors, close }`; `errors` collects console
-/// errors and uncaught exceptions as they happen.
-export async function openExplorer(viewport = { width: 1400, height: 1000 }) {
+/// errors and uncaught exceptions as they happen. `args`: more Chromium flags.
+export async function openExplorer(viewport = { width: 1400, height: 1000 }, { args = [] } = {}) {
   assert.ok(existsSync(join(dist, 'index.html')), `no build in ${dist}: run trunk build --release`);
   const server = await serve(dist, 0);
   const base = `http://127.0.0.1:${server.address().port}/`;
-  const browser = await launchChromium();
+  const browser = await launchChromium({ args });
   const page = await browser.newPage({ viewport });
   const errors = [];
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });

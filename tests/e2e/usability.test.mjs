@@ -34,8 +34,8 @@ async function selectedNode() {
 async function waitForMaps(timeout = 30_000) {
   const node = await selectedNode();
   await page.waitForFunction((node) => {
-    const el = document.querySelector(`[data-testid="activation-grid"][data-node="${node}"], [data-testid="activation-vector"][data-node="${node}"]`);
-    return el && (el.dataset.testid === 'activation-vector' || el.querySelector('canvas'));
+    const el = document.querySelector(`[data-testid="activation-grid"][data-node="${node}"], [data-testid="activation-vector"][data-node="${node}"], [data-testid="logits"][data-node="${node}"]`);
+    return el && (el.dataset.testid !== 'activation-grid' || el.querySelector('canvas'));
   }, node, { timeout });
   // Two frames: the drawing effects and the paint are done.
   await page.evaluate(() => new Promise((ok) => requestAnimationFrame(() => requestAnimationFrame(ok))));
@@ -142,7 +142,9 @@ test('stepping through every layer of cifar-resnet20 with the keyboard: no long 
     await waitForMaps();
   }
   assert.match(await page.$eval($('layer-select'), (s) => s.selectedOptions[0].textContent), /^linear — /);
-  assert.equal(await page.locator($('activation-vector')).count(), 1, 'the logits are one canvas');
+  // A few classes' logits: one labelled bar each.
+  assert.deepEqual(await page.$$eval($('logit-row'), (rs) => rs.map((r) => r.dataset.class)),
+    ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']);
   assert.equal(await page.locator($('activation-map')).count(), 0);
   await page.locator('section.activations').screenshot({ path: join(artifacts, 'usability-logits-resnet20.png') });
   const tasks = await longTasks();

@@ -524,6 +524,18 @@ impl Graph {
         rf
     }
 
+    /// The depth in a network's name: weight layers (convs and fully connected) on the longest
+    /// path from input to output — 18 for ResNet-18 (its projection shortcuts lie on shorter
+    /// paths), 16 for VGG-16, 22 for GoogLeNet.
+    pub fn depth(&self) -> usize {
+        let mut depth: Vec<usize> = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            let before = node.inputs.iter().map(|&j| depth[j]).max().unwrap_or(0);
+            depth.push(before + usize::from(matches!(node.op, Op::Conv2d(_) | Op::Linear { .. })));
+        }
+        depth[self.output()]
+    }
+
     /// The input pixels that output pixel (`y`, `x`) of `node` sees, clipped to the input: rows
     /// and columns `[y0, y1) × [x0, x1)`, with the unclipped size (the receptive field). `None`
     /// where the node or the pixel does not exist for that input (`None`: the default size).

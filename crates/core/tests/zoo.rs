@@ -213,3 +213,23 @@ fn receptive_fields_follow_kernels_and_strides() {
     assert_eq!(at(&r20, "layer1.2.relu"), (3 + 3 * 2 * 2, 1));
     assert_eq!(at(&r20, "layer2.0.shortcut"), (15, 2), "option A subsamples");
 }
+
+/// The depth in the name is the weight layers on the longest path.
+#[test]
+fn depth_is_the_number_in_the_name() {
+    for (arch, depth) in [
+        ("lenet5", 5),
+        ("alexnet", 8),
+        ("vgg16", 16),
+        ("vgg19", 19),
+        ("googlenet", 22),
+        ("resnet18", 18),
+        ("resnet50", 50),
+        ("resnet152", 152),
+        ("cifar-resnet20", 20),
+        ("cifar-resnet56", 56),
+        ("cifar-plain20", 20),
+    ] {
+        assert_eq!(resnet_core::find_arch(arch).unwrap().graph().depth(), depth, "{arch}");
+    }
+}

@@ -8,16 +8,18 @@ use gloo::events::EventListener;
 use gloo::render::{request_animation_frame, AnimationFrame};
 use gloo::timers::callback::Timeout;
 use gloo::worker::{Spawnable, WorkerBridge};
+use resnet_core::arch::CIFAR10_CLASSES;
 use resnet_core::explain::{CamMethod, Erf};
 use resnet_core::spec::{BlockKind, Graph, Op};
 use resnet_core::{find_arch, ArchInfo, Summary};
 use web_sys::{Blob, File, HtmlImageElement};
 use yew::prelude::*;
 
-use crate::components::activations::{Activations, Maps};
+use crate::camera::Camera;
+use crate::components::activations::{Activations, Maps, ZeroPad};
 use crate::components::cam::CamPanel;
 use crate::components::diagram::Diagram;
-use crate::components::drop_zone::DropZone;
+use crate::components::drop_zone::{DropZone, SAMPLES_PER_CLASS};
 use crate::components::error_banner::ErrorBanner;
 use crate::components::filters::Filters;
 use crate::components::footer::Footer;
@@ -30,9 +32,12 @@ use crate::components::{InputView, Shared};
 use crate::decode::{decode_blob, decode_img, Decoded};
 use crate::events;
 use crate::fetch::{fetch_weights, weights_url};
+use crate::link::{self, DeepLink};
 use crate::protocol::{CamMap, FilterBank, Request, Response, RunResult};
 use crate::viz::rgb_to_rgba;
 use crate::worker::InferenceWorker;
+use std::collections::VecDeque;
+use std::rc::Rc;
 
 const DEFAULT_ARCH: &str = "cifar-resnet20";
 /// Random weights are the same for everyone (and equal to the CLI's with the same seed).
@@ -74,8 +79,20 @@ pub enum Msg {
     CamOpacity(f32),
     /// A channel of the selected layer picked to be shown enlarged.
     SelectChannel(usize),
+    /// A first-layer filter clicked: that conv's output channel, in the maps.
+    PickFilter(usize),
+    /// A drag with a file is over the page (or no longer).
+    Dragging(bool),
     /// A pixel (`y`, `x`) of the enlarged channel clicked: its effective receptive field.
     Unit(usize, usize),
+    /// A link followed in this tab (the URL's hash changed).
+    Navigate(DeepLink),
+    /// The camera button: start (true) or stop classifying the camera's frames.
+    Camera(bool),
+    CameraOpened(Result<Rc<Camera>, String>),
+    /// Time to grab the camera's next frame.
+    CameraFrame,
+    CameraDecoded(Result<Decoded, String>),
     Error(String),
     DismissError,
 }
@@ -107,7 +124,9 @@ struct Handlers {
     cam_method: Callback<CamMethod>,
     cam_opacity: Callback<f32>,
     select_channel: Callback<usize>,
+    pick_filter: Callback<usize>,
     unit: Callback<(usize, usize)>,
+    camera: Callback<bool>,
 }
 
 /// The class activation map's state: what was asked for, and the last answer.
@@ -124,6 +143,27 @@ struct CamState {
     job: u32,
     /// The run (image) the request in flight, and then `map`, belong to.
     run: u32,
+}
+
+/// The camera while it classifies: a frame at a time, the next once the last is on screen.
+struct CameraState {
+    camera: Rc<Camera>,
+    /// When the last frames' predictions were painted (ms), for the rate.
+    painted: VecDeque<f64>,
+}
+
+impl CameraState {
+    /// Frames per second over the last few frames.
+    fn fps(&self) -> f64 {
+        match (self.painted.front(), self.painted.back()) {
+            (Some(a), Some(b)) if b > a => 1000.0 * (self.painted.len() - 1) as f64 / (b - a),
+            _ => 0.0,
+        }
+    }
+}
+
+fn now_ms() -> f64 {
+    web_sys::window().and_then(|w| w.performance()).map_or_else(js_sys::Date::now, |p| p.now())
 }
 
 /// The last effective receptive field asked for.
@@ -144,6 +184,17 @@ pub struct App {
     run_job: u32,
     next_job: u32,
     image: Option<Decoded>,
+    /// The sample the image is (`cat-0`), for the link; `None` for a file, a paste, a camera.
+    sample: Option<String>,
+    /// The sample being decoded, if the decode in flight is one.
+    decoding_sample: Option<String>,
+    /// What a followed link asks for once its model is built (layer, channel).
+    restore: Option<DeepLink>,
+    /// The hash last written to the address bar.
+    written_hash: String,
+    camera: Option<CameraState>,
+    camera_opening: bool,
+    dragging: bool,
     /// A decode in flight: the previous image stays until it succeeds.
     decoding: bool,
     running: bool,
@@ -234,7 +285,42 @@ fn scroll_to_maps() {
     win.scroll_to_with_x_and_y(x, (top as f64 - 8.0).max(0.0));
 }
 
+/// `cat-0` if it names a shipped sample.
+fn sample_name(name: &str) -> Option<&str> {
+    let (class, i) = name.rsplit_once('-')?;
+    let known = CIFAR10_CLASSES.contains(&class) && i.parse::<usize>().is_ok_and(|i| i < SAMPLES_PER_CLASS);
+    known.then_some(name)
+}
+
 impl App {
+    /// Decodes a shipped sample by name, as a click on it would.
+    fn load_sample(&mut self, ctx: &Context<Self>, name: &str) {
+        let Some(name) = sample_name(name) else {
+            self.error = Some(format!("the link names no sample '{name}' (samples are like cat-0)").into());
+            return;
+        };
+        let Ok(img) = HtmlImageElement::new() else { return };
+        img.set_src(&format!("samples/{name}.jpg"));
+        let (link, file) = (ctx.link().clone(), format!("{name}.jpg"));
+        self.decoding = true;
+        self.decoding_sample = Some(name.to_string());
+        wasm_bindgen_futures::spawn_local(async move {
+            match wasm_bindgen_futures::JsFuture::from(img.decode()).await {
+                Ok(_) => link.send_message(Msg::Sample(img, file)),
+                Err(_) => link.send_message(Msg::Decoded(Err(format!("cannot load the sample {file}")))),
+            }
+        });
+    }
+
+    /// Switches to `arch` (its state reset, its weights loaded).
+    fn switch_model(&mut self, ctx: &Context<Self>, arch: &'static ArchInfo) {
+        // A model picked (or linked) replaces the user's file, and one still loading.
+        self.file_load = None;
+        self.user_file = None;
+        self.show_model(model_view(arch));
+        self.start_load(ctx);
+    }
+
     /// The user's weights file to the worker (the previous model runs until it is built).
     fn load_weights_file(&mut self, file: File) {
         self.next_job += 1;
@@ -256,6 +342,33 @@ impl App {
         self.cam.layer = None;
         self.cam.job = 0;
         self.erf = ErfState::default();
+    }
+
+    /// Applies a link's layer and channel to the current model.
+    fn restore_view(&mut self, link: DeepLink) {
+        if let Some(layer) = &link.layer {
+            match self.model.graph.node(layer) {
+                Some(n) => self.select_layer(n),
+                None => {
+                    self.error =
+                        Some(format!("the link's layer {layer} is not in {}", self.model.arch.name).into())
+                }
+            }
+        }
+        if let Some(c) = link.channel {
+            self.channel = c;
+        }
+    }
+
+    /// What the page shows, as a link.
+    fn deep_link(&self) -> DeepLink {
+        let g = &self.model.graph;
+        DeepLink {
+            model: Some(self.model.arch.name.to_string()),
+            layer: Some(g.nodes[self.selected.min(g.nodes.len() - 1)].name.clone()),
+            channel: Some(self.channel),
+            sample: self.sample.clone(),
+        }
     }
 
     fn start_load(&mut self, ctx: &Context<Self>) {
@@ -312,6 +425,16 @@ impl App {
 
     fn select_layer(&mut self, node: usize) {
         self.selected = node;
+        // In a block whose option-A shortcut pads zero channels, show one that carries x.
+        let g = &self.model.graph;
+        if let Some(b) = g.nodes[node].block.map(|b| &g.blocks[b]) {
+            let s = &self.model.summary;
+            let shapes: Vec<[usize; 3]> =
+                std::iter::once(s.input).chain(s.layers.iter().map(|r| r.out_shape)).collect();
+            if let Some(z) = ZeroPad::of(b, &shapes).filter(|z| z.source(self.channel).is_none()) {
+                self.channel = z.pad;
+            }
+        }
         self.request_maps();
         self.pick_cam_layer(node);
     }
@@ -392,9 +515,16 @@ impl Component for App {
     fn create(ctx: &Context<Self>) -> Self {
         let link = ctx.link();
         events::set_panic_sink(link.callback(Msg::Error));
-        let listeners = events::listen_for_files(link.callback(Msg::File), link.callback(Msg::Error));
+        let mut listeners = events::listen_for_files(link.callback(Msg::File), link.callback(Msg::Error));
+        listeners.push(events::listen_for_links(link.callback(Msg::Navigate)));
+        listeners.extend(events::listen_for_drags(link.callback(Msg::Dragging)));
+        let followed = link::current();
         let panic_channel = events::listen_for_worker_panics(link.callback(Msg::WorkerPanicked));
-        let arch = find_arch(DEFAULT_ARCH).expect("the default model is in the zoo");
+        let linked = followed.model.as_deref().map(|m| find_arch(m).map_err(|_| m.to_string()));
+        let arch = match linked {
+            Some(Ok(a)) => a,
+            _ => find_arch(DEFAULT_ARCH).expect("the default model is in the zoo"),
+        };
         let model = model_view(arch);
         let selected = default_layer(&model.graph);
         let mut app = App {
@@ -405,6 +535,13 @@ impl Component for App {
             run_job: 0,
             next_job: 0,
             image: None,
+            sample: None,
+            decoding_sample: None,
+            restore: None,
+            written_hash: String::new(),
+            camera: None,
+            camera_opening: false,
+            dragging: false,
             decoding: false,
             running: false,
             filters: None,
@@ -439,11 +576,20 @@ impl Component for App {
                 cam_method: link.callback(Msg::CamMethod),
                 cam_opacity: link.callback(Msg::CamOpacity),
                 select_channel: link.callback(Msg::SelectChannel),
+                pick_filter: link.callback(Msg::PickFilter),
                 unit: link.callback(|(y, x)| Msg::Unit(y, x)),
+                camera: link.callback(Msg::Camera),
             },
             _listeners: listeners,
             _panic_channel: panic_channel,
         };
+        if let Some(Err(m)) = linked {
+            app.error = Some(format!("the link names no model '{m}': showing {DEFAULT_ARCH}").into());
+        }
+        if let Some(s) = &followed.sample {
+            app.load_sample(ctx, s);
+        }
+        app.restore = (followed.layer.is_some() || followed.channel.is_some()).then_some(followed);
         app.start_load(ctx);
         app
     }
@@ -455,11 +601,24 @@ impl Component for App {
                     self.error = Some(format!("unknown model {name}").into());
                     return true;
                 };
-                // A model picked replaces the user's file, and one still loading.
-                self.file_load = None;
-                self.user_file = None;
-                self.show_model(model_view(arch));
-                self.start_load(ctx);
+                self.restore = None;
+                self.switch_model(ctx, arch);
+            }
+            Msg::Navigate(to) => {
+                if let Some(s) = to.sample.as_deref().filter(|s| Some(*s) != self.sample.as_deref()) {
+                    self.load_sample(ctx, s);
+                }
+                match to.model.as_deref().map(find_arch) {
+                    Some(Ok(arch)) if arch.name != self.model.arch.name => {
+                        self.restore = Some(to);
+                        self.switch_model(ctx, arch);
+                    }
+                    Some(Err(_)) => {
+                        self.error =
+                            Some(format!("the link names no model '{}'", to.model.unwrap_or_default()).into())
+                    }
+                    _ => self.restore_view(to),
+                }
             }
             Msg::Progress { job, done, total } => {
                 if job != self.load_job {
@@ -490,6 +649,9 @@ impl Component for App {
                     }
                     self.load = LoadState::Ready { ms };
                     self.filters = filters.map(Shared::new);
+                    if let Some(to) = self.restore.take() {
+                        self.restore_view(to);
+                    }
                     self.start_run();
                 }
                 Response::Ran(r) => {
@@ -589,6 +751,66 @@ impl Component for App {
                 self.maps_after_paint = None;
                 self.request_maps();
                 self.request_cam();
+                if let Some(cam) = &mut self.camera {
+                    cam.painted.push_back(now_ms());
+                    if cam.painted.len() > 10 {
+                        cam.painted.pop_front();
+                    }
+                    ctx.link().send_message(Msg::CameraFrame);
+                }
+            }
+            Msg::Camera(true) => {
+                if self.camera.is_some() || self.camera_opening {
+                    return false;
+                }
+                self.camera_opening = true;
+                let link = ctx.link().clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    link.send_message(Msg::CameraOpened(Camera::open().await.map(Rc::new)));
+                });
+            }
+            Msg::Camera(false) => {
+                self.camera = None; // dropping it stops its tracks
+                self.camera_opening = false;
+            }
+            Msg::CameraOpened(result) => {
+                if !self.camera_opening {
+                    return false; // stopped (or an image chosen) while the browser asked: drop it
+                }
+                self.camera_opening = false;
+                match result {
+                    Ok(camera) => {
+                        self.camera = Some(CameraState { camera, painted: VecDeque::new() });
+                        ctx.link().send_message(Msg::CameraFrame);
+                    }
+                    Err(e) => self.error = Some(e.into()),
+                }
+            }
+            Msg::CameraFrame => {
+                let Some(cam) = &self.camera else { return false };
+                let (camera, link) = (cam.camera.clone(), ctx.link().clone());
+                wasm_bindgen_futures::spawn_local(async move {
+                    link.send_message(Msg::CameraDecoded(camera.frame().await));
+                });
+                return false;
+            }
+            Msg::CameraDecoded(result) => {
+                if self.camera.is_none() {
+                    return false;
+                }
+                match result {
+                    Ok(img) => {
+                        self.image = Some(img);
+                        self.sample = None;
+                        self.start_run();
+                    }
+                    // The first frames can come before the video has a picture: try again soon.
+                    Err(_) => {
+                        let link = ctx.link().clone();
+                        Timeout::new(100, move || link.send_message(Msg::CameraFrame)).forget();
+                        return false;
+                    }
+                }
             }
             Msg::WorkerPanicked(text) => {
                 self.error = Some(format!("the inference worker crashed ({text}); it was restarted").into());
@@ -598,7 +820,10 @@ impl Component for App {
             }
             Msg::File(file) if user_weights::is_weights_file(&file.name()) => self.load_weights_file(file),
             Msg::File(file) => {
+                self.camera = None;
+                self.camera_opening = false;
                 self.decoding = true;
+                self.decoding_sample = None;
                 let link = ctx.link().clone();
                 wasm_bindgen_futures::spawn_local(async move {
                     let blob: &Blob = file.as_ref();
@@ -606,7 +831,10 @@ impl Component for App {
                 });
             }
             Msg::Sample(img, name) => {
+                self.camera = None;
+                self.camera_opening = false;
                 self.decoding = true;
+                self.decoding_sample = sample_name(name.trim_end_matches(".jpg")).map(str::to_string);
                 let link = ctx.link().clone();
                 wasm_bindgen_futures::spawn_local(async move {
                     link.send_message(Msg::Decoded(decode_img(&img, &name).await));
@@ -618,6 +846,7 @@ impl Component for App {
                     Ok(img) => {
                         self.error = None;
                         self.image = Some(img);
+                        self.sample = self.decoding_sample.take();
                         self.start_run();
                     }
                     // The previous image and its results stay.
@@ -642,6 +871,18 @@ impl Component for App {
             }
             Msg::CamOpacity(o) => self.cam.opacity = o.clamp(0.0, 1.0),
             Msg::SelectChannel(c) => self.channel = c,
+            Msg::Dragging(on) => {
+                if self.dragging == on {
+                    return false;
+                }
+                self.dragging = on;
+            }
+            Msg::PickFilter(c) => {
+                let Some(node) = self.filters.as_ref().map(|f| f.node) else { return false };
+                self.select_layer(node);
+                self.channel = c;
+                scroll_to_maps();
+            }
             Msg::Unit(y, x) => {
                 if self.result.is_none() || self.running {
                     return false;
@@ -657,6 +898,19 @@ impl Component for App {
             Msg::DismissError => self.error = None,
         }
         true
+    }
+
+    /// Keeps the address's hash on what is shown (not while a followed link is still being
+    /// restored: its layer would be overwritten by the default one).
+    fn rendered(&mut self, _ctx: &Context<Self>, _first: bool) {
+        if self.restore.is_some() {
+            return;
+        }
+        let hash = self.deep_link().to_hash();
+        if hash != self.written_hash {
+            link::write(&hash);
+            self.written_hash = hash;
+        }
     }
 
     fn view(&self, _ctx: &Context<Self>) -> Html {
@@ -676,6 +930,10 @@ impl Component for App {
                     image={self.image.as_ref().map(|i| (i.name.clone(), i.width, i.height))}
                     view={self.view.clone()}
                     busy={self.decoding}
+                    camera={self.camera.as_ref().map(CameraState::fps)}
+                    camera_opening={self.camera_opening}
+                    dragging={self.dragging}
+                    on_camera={on.camera.clone()}
                 />
                 <Prediction
                     result={self.result.clone()}
@@ -699,7 +957,7 @@ impl Component for App {
                     on_opacity={on.cam_opacity.clone()}
                     on_method={on.cam_method.clone()}
                 />
-                <Filters bank={self.filters.clone()} graph={m.graph.clone()} />
+                <Filters bank={self.filters.clone()} graph={m.graph.clone()} on_pick={on.pick_filter.clone()} />
                 <Activations
                     graph={m.graph.clone()}
                     summary={m.summary.clone()}
@@ -713,6 +971,7 @@ impl Component for App {
                     erf={self.erf.map.clone()}
                     erf_busy={self.erf.job != 0}
                     on_unit={on.unit.clone()}
+                    labels={m.arch.dataset.labels()}
                 />
                 <ResidualStream graph={m.graph.clone()} result={self.result.clone()} running={self.running} on_select={on.show_layer.clone()} />
                 <div class="split">

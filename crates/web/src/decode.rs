@@ -9,7 +9,9 @@ use resnet_core::image_file;
 
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Blob, CanvasRenderingContext2d, HtmlCanvasElement, HtmlImageElement, ImageBitmap};
+use web_sys::{
+    Blob, CanvasRenderingContext2d, HtmlCanvasElement, HtmlImageElement, HtmlVideoElement, ImageBitmap,
+};
 
 /// Images larger than this (longest side) are downscaled by the browser before the network's
 /// own resize: keeps the worker message small; the net sees a 32 or 224 crop anyway.
@@ -49,7 +51,7 @@ pub async fn decode_blob(blob: &Blob, name: &str) -> Result<Decoded, String> {
         .await
         .map_err(|_| format!("'{name}' is not an image this browser can decode (or the file is corrupt)"))?
         .unchecked_into();
-    let out = draw(&bitmap, bitmap.width(), bitmap.height(), name);
+    let out = draw(&bitmap, bitmap.width(), bitmap.height(), name, MAX_KEEP);
     bitmap.close();
     out
 }
@@ -62,14 +64,31 @@ pub async fn decode_img(img: &HtmlImageElement, name: &str) -> Result<Decoded, S
         .await
         .map_err(|e| format!("cannot decode {name}: {}", js_err(e)))?
         .unchecked_into();
-    let out = draw(&bitmap, bitmap.width(), bitmap.height(), name);
+    let out = draw(&bitmap, bitmap.width(), bitmap.height(), name, MAX_KEEP);
     bitmap.close();
     out
 }
 
-fn draw(bitmap: &ImageBitmap, w: u32, h: u32, name: &str) -> Result<Decoded, String> {
+/// The camera's current frame, at most `max_side` pixels on its longest side (the net sees a
+/// 32 or 224 crop: a smaller frame is a faster message and resize).
+pub async fn decode_video(video: &HtmlVideoElement, name: &str, max_side: u32) -> Result<Decoded, String> {
+    let (w, h) = (video.video_width(), video.video_height());
+    if w == 0 || h == 0 {
+        return Err("the camera sends no picture yet".into());
+    }
+    let promise = gloo::utils::window().create_image_bitmap_with_html_video_element(video).map_err(js_err)?;
+    let bitmap: ImageBitmap = JsFuture::from(promise)
+        .await
+        .map_err(|e| format!("cannot read the camera's frame: {}", js_err(e)))?
+        .unchecked_into();
+    let out = draw(&bitmap, bitmap.width(), bitmap.height(), name, max_side);
+    bitmap.close();
+    out
+}
+
+fn draw(bitmap: &ImageBitmap, w: u32, h: u32, name: &str, max_side: u32) -> Result<Decoded, String> {
     check_size(w, h).map_err(|e| format!("'{name}': {e}"))?;
-    let scale = (MAX_KEEP as f64 / w.max(h) as f64).min(1.0);
+    let scale = (max_side as f64 / w.max(h) as f64).min(1.0);
     let (cw, ch) = (((w as f64 * scale).round() as u32).max(1), ((h as f64 * scale).round() as u32).max(1));
     let canvas: HtmlCanvasElement =
         gloo::utils::document().create_element("canvas").map_err(js_err)?.unchecked_into();

@@ -63,6 +63,33 @@ pub fn listen_for_files(on_file: Callback<File>, on_error: Callback<String>) -> 
     vec![over, drop, paste]
 }
 
+/// Whether a drag with files is over the page: `true` on dragenter, `false` once it leaves the
+/// window or is dropped (for the drop zone's feedback).
+pub fn listen_for_drags(cb: Callback<bool>) -> Vec<EventListener> {
+    let doc = gloo::utils::document();
+    let enter = {
+        let cb = cb.clone();
+        EventListener::new(&doc, "dragenter", move |_| cb.emit(true))
+    };
+    let leave = {
+        let cb = cb.clone();
+        EventListener::new(&doc, "dragleave", move |e| {
+            // Leaving one element for another fires too; only leaving the page has no target.
+            let left = e.dyn_ref::<DragEvent>().is_none_or(|d| d.related_target().is_none());
+            if left {
+                cb.emit(false);
+            }
+        })
+    };
+    let drop = EventListener::new(&doc, "drop", move |_| cb.emit(false));
+    vec![enter, leave, drop]
+}
+
+/// Links followed in the same tab (the hash edited, a link to another view clicked).
+pub fn listen_for_links(cb: Callback<crate::link::DeepLink>) -> EventListener {
+    EventListener::new(&gloo::utils::window(), "hashchange", move |_| cb.emit(crate::link::current()))
+}
+
 /// The worker's panic messages (it posts them on `PANIC_CHANNEL` from its hook).
 pub fn listen_for_worker_panics(cb: Callback<String>) -> Option<(BroadcastChannel, EventListener)> {
     let ch = BroadcastChannel::new(PANIC_CHANNEL).ok()?;

@@ -3,11 +3,14 @@
 //! compiled on every target; the Yew page and the gloo worker only for wasm32.
 
 pub mod engine;
+pub mod link;
 pub mod protocol;
 pub mod viz;
 
 #[cfg(target_arch = "wasm32")]
 mod app;
+#[cfg(target_arch = "wasm32")]
+mod camera;
 #[cfg(target_arch = "wasm32")]
 mod components;
 #[cfg(target_arch = "wasm32")]

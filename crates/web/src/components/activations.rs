@@ -35,6 +35,8 @@ pub struct Props {
     pub erf_busy: bool,
     /// A pixel (`y`, `x`) of the enlarged channel was clicked.
     pub on_unit: Callback<(usize, usize)>,
+    /// The dataset's class names: the logits are labelled with them.
+    pub labels: Option<&'static [&'static str]>,
 }
 
 /// Channel tiles put into the page per task.
@@ -116,6 +118,9 @@ pub fn activations(p: &Props) -> Html {
             let big = tiles.get(ch).cloned();
             html! {
                 <>
+                    { if p.selected == 0 && c == 3 { html! {
+                        <p class="muted" data-testid="input-channels">{ "The input tensor: channels R, G and B, each normalised as (value / 255 − mean) / std, so 0 is the dataset's average colour." }</p>
+                    } } else { html! {} } }
                     <p class="muted">
                         { format!("{} channels of {h}×{w} · ", c) }
                         <ColourBar scale={*scale} />
@@ -128,7 +133,7 @@ pub fn activations(p: &Props) -> Html {
                                 html! {
                                     <Raster rgba={rgba.clone()} width={m.shape[2] as u32} height={m.shape[1] as u32}
                                         class={classes!("pixelated", "activation-map", (n == ch).then_some("active"))}
-                                        testid="activation-map" title={format!("channel {n}")}
+                                        testid="activation-map" title={channel_title(p.selected, c, n)}
                                         onclick={Callback::from(move |_: MouseEvent| f.emit(n))} />
                                 }
                             }) }
@@ -152,7 +157,10 @@ pub fn activations(p: &Props) -> Html {
                     <ColourBar scale={*scale} />
                     { if scale.signed { " (signed: blue < 0 < red)" } else { " (non-negative)" } }
                 </p>
-                <Vector strip={strip.clone()} rgba={rgba.clone()} node={p.selected} name={AttrValue::from(node.name.clone())} />
+                { match p.labels.filter(|l| p.selected == g.output() && l.len() == c) {
+                    Some(labels) if c <= 20 => html! { <Logits values={strip.values.clone()} labels={labels} node={p.selected} /> },
+                    labels => html! { <Vector strip={strip.clone()} rgba={rgba.clone()} node={p.selected} name={AttrValue::from(node.name.clone())} labels={labels} /> },
+                } }
             </>
         },
         _ if p.has_result => {
@@ -182,12 +190,54 @@ pub fn activations(p: &Props) -> Html {
     }
 }
 
+/// "channel 0", or for the input's colour channels "channel 0: R (normalised)".
+fn channel_title(node: usize, channels: usize, n: usize) -> String {
+    match (node, channels) {
+        (0, 3) => format!("channel {n}: {} (normalised)", ["R", "G", "B"][n]),
+        _ => format!("channel {n}"),
+    }
+}
+
+#[derive(Properties, PartialEq)]
+struct LogitsProps {
+    values: Vec<f32>,
+    labels: &'static [&'static str],
+    node: usize,
+}
+
+/// The logits of a net with a few classes, one labelled bar each (signed, on one scale).
+#[function_component(Logits)]
+fn logits(p: &LogitsProps) -> Html {
+    let top = p.values.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    html! {
+        <figure class="logits" data-testid="logits" data-node={p.node.to_string()}>
+            <table>
+                <tbody>
+                    { for p.values.iter().zip(p.labels).map(|(&v, &name)| html! {
+                        <tr data-testid="logit-row" data-class={name}>
+                            <th scope="row">{ name }</th>
+                            <td class="logit-bar">
+                                <span class={classes!("bar", (v < 0.0).then_some("negative"))}
+                                    style={format!("width: {:.1}%; {}", 50.0 * v.abs() / top, if v < 0.0 { format!("margin-left: {:.1}%", 50.0 - 50.0 * v.abs() / top) } else { "margin-left: 50%".into() })}></span>
+                            </td>
+                            <td class="num">{ format!("{v:.3}") }</td>
+                        </tr>
+                    }) }
+                </tbody>
+            </table>
+            <figcaption>{ "The logits, one per class: softmax turns them into the prediction's percentages (the largest wins)." }</figcaption>
+        </figure>
+    }
+}
+
 #[derive(Properties, PartialEq)]
 struct VectorProps {
     strip: Shared<VectorStrip>,
     rgba: Shared<Vec<u8>>,
     node: usize,
     name: AttrValue,
+    /// Class names when the vector is the logits.
+    labels: Option<&'static [&'static str]>,
 }
 
 /// A vector layer in one canvas: its values in order, left to right and top to bottom, on the
@@ -233,7 +283,10 @@ fn vector(p: &VectorProps) -> Html {
                 { format!("{layout} · {range}") }
                 <br/>
                 <span data-testid="vector-value">{ match *hover {
-                    Some(i) => format!("value {i}: {:.4}", s.values[i]),
+                    Some(i) => match p.labels.and_then(|l| l.get(i)) {
+                        Some(name) => format!("value {i} ({name}): {:.4}", s.values[i]),
+                        None => format!("value {i}: {:.4}", s.values[i]),
+                    },
                     None => "point at the strip to read a value".to_string(),
                 } }</span>
             </figcaption>
@@ -258,13 +311,57 @@ fn panes(b: &Block) -> Vec<Pane> {
         };
         panes.push(("shortcut(x)".into(), what.into(), s));
     }
-    panes.push(("H(x) = relu(F(x) + x)".into(), "block output".into(), b.output));
+    let sum = match b.shortcut {
+        ShortcutKind::Identity => "H(x) = relu(F(x) + x)",
+        _ => "H(x) = relu(F(x) + shortcut(x))",
+    };
+    panes.push((sum.into(), "block output".into(), b.output));
     panes
+}
+
+/// Option A's zero channels: `pad` in front, the input's `inputs` channels, zeros after, of
+/// `outputs` in all (`ops::shortcut_a`).
+#[derive(Clone, Copy, PartialEq)]
+pub struct ZeroPad {
+    pub pad: usize,
+    pub inputs: usize,
+    pub outputs: usize,
+}
+
+impl ZeroPad {
+    pub fn of(b: &Block, shapes: &[[usize; 3]]) -> Option<ZeroPad> {
+        let (inputs, outputs) = (shapes[b.input][0], shapes[b.output][0]);
+        (b.shortcut == ShortcutKind::ZeroPad && outputs > inputs).then_some(ZeroPad {
+            pad: (outputs - inputs) / 2,
+            inputs,
+            outputs,
+        })
+    }
+
+    /// The input channel output channel `ch` carries; `None` for a zero channel.
+    pub fn source(&self, ch: usize) -> Option<usize> {
+        ch.checked_sub(self.pad).filter(|&s| s < self.inputs)
+    }
+
+    /// "0–7 and 24–31".
+    pub fn zero_ranges(&self) -> String {
+        let after = self.pad + self.inputs;
+        match (self.pad, after < self.outputs) {
+            (0, true) => format!("{after}–{}", self.outputs - 1),
+            (p, true) => format!("{}–{} and {after}–{}", 0, p - 1, self.outputs - 1),
+            (p, false) => format!("0–{}", p - 1),
+        }
+    }
 }
 
 /// Channel `ch` of `m`; none where the map has fewer channels (x before a zero-pad shortcut).
 fn channel(m: &FeatureMap, ch: usize) -> Option<&[f32]> {
     (ch < m.shape[0]).then(|| m.channel(ch))
+}
+
+/// Channel `s` of `m`, if there is one to show.
+fn pick(m: &FeatureMap, s: Option<usize>) -> Option<&[f32]> {
+    s.and_then(|s| channel(m, s))
 }
 
 #[derive(Properties, PartialEq)]
@@ -288,13 +385,27 @@ fn residual_view(p: &ResidualProps) -> Html {
         panes.iter().map(|(_, _, n)| p.maps.get(n).cloned()).collect();
     // One scale for all panes: F(x) + x = H(x) before the ReLU can be compared by eye. Coloured
     // once per set of maps and channel; `None` until every pane's map has arrived.
-    let drawn = use_memo((maps, ch), |(maps, ch)| {
+    let shapes: Vec<[usize; 3]> =
+        std::iter::once(p.summary.input).chain(p.summary.layers.iter().map(|r| r.out_shape)).collect();
+    let zero_pad = block.and_then(|b| ZeroPad::of(b, &shapes));
+    // The channel each pane shows: output channel `ch` everywhere, except x before an option-A
+    // shortcut, where it is the input channel that `ch` carries (none for a zero channel).
+    let sources: Vec<Option<usize>> = panes
+        .iter()
+        .map(|(_, _, n)| match (zero_pad, block) {
+            (Some(z), Some(b)) if *n == b.input => z.source(ch),
+            _ => Some(ch),
+        })
+        .collect();
+    let drawn = use_memo((maps, sources.clone()), |(maps, sources)| {
         let maps: Vec<&Shared<FeatureMap>> = maps.iter().map(Option::as_ref).collect::<Option<_>>()?;
-        let all: Vec<f32> = maps.iter().filter_map(|m| channel(m, *ch)).flatten().copied().collect();
+        let all: Vec<f32> =
+            maps.iter().zip(sources).filter_map(|(m, &s)| pick(m, s)).flatten().copied().collect();
         let scale = Scale::fit(&all);
         let tiles: Vec<Result<Shared<Vec<u8>>, usize>> = maps
             .iter()
-            .map(|m| channel(m, *ch).map(|v| Shared::new(map_rgba(v, scale))).ok_or(m.shape[0]))
+            .zip(sources)
+            .map(|(m, &s)| pick(m, s).map(|v| Shared::new(map_rgba(v, scale))).ok_or(m.shape[0]))
             .collect();
         Some((scale, tiles))
     });
@@ -307,22 +418,44 @@ fn residual_view(p: &ResidualProps) -> Html {
             </div>
         };
     };
-    let shapes: Vec<[usize; 3]> =
-        std::iter::once(p.summary.input).chain(p.summary.layers.iter().map(|r| r.out_shape)).collect();
     let identity = b.shortcut == ShortcutKind::Identity;
+    let padding = zero_pad.filter(|z| z.source(ch).is_none());
+    let intro = match (identity, zero_pad, b.shortcut) {
+        (true, _, _) => "Identity shortcut: the block only has to learn the change F(x); H(x) = relu(F(x) + x). ".to_string(),
+        (_, Some(z), _) => format!(
+            "The shape changes here: option A's shortcut takes every other pixel of x and adds zero channels ({} of {}), so H(x) = relu(F(x) + shortcut(x)). Channel {ch} {}. ",
+            z.zero_ranges(),
+            z.outputs,
+            match z.source(ch) {
+                Some(s) => format!("carries x's channel {s}"),
+                None => "is one of the zero channels: the shortcut adds nothing there, H(x) = relu(F(x))".into(),
+            }
+        ),
+        (_, None, ShortcutKind::Projection) => "The shape changes here: the shortcut is a 1×1 conv + BN over every channel of x, so H(x) = relu(F(x) + shortcut(x)). ".into(),
+        _ => "The shape changes here, so x goes through the shortcut first: H(x) = relu(F(x) + shortcut(x)). ".into(),
+    };
     html! {
         <div class="residual-view" data-testid="residual-view">
             <h3>{ format!("Residual block {} · channel {ch}", b.name) }</h3>
             <p class="muted">
-                { if identity { "Identity shortcut: the block only has to learn the change F(x); H(x) = relu(F(x) + x). " } else { "The shape changes here, so x goes through the shortcut first. " } }
+                <span data-testid="residual-caption">{ intro }</span>
                 <ColourBar scale={*scale} />
             </p>
             <div class="residual-row">
                 { for panes.iter().zip(tiles).enumerate().map(|(i, ((title, what, node), tile))| {
                     let [_, h, w] = shapes[*node];
+                    let is_x = *node == b.input;
+                    let shortcut_pane = b.shortcut_nodes.last() == Some(node);
                     let pane = match tile {
+                        Ok(_) if shortcut_pane && padding.is_some() => html! {
+                            <div class="zero-channel" data-testid="zero-channel">{ format!("channel {ch} of shortcut(x) is zero padding") }</div>
+                        },
                         Ok(rgba) => html! { <Raster rgba={rgba.clone()} width={w as u32} height={h as u32} class="pixelated" /> },
-                        Err(channels) => html! { <div class="zero-channel">{ format!("x has {channels} channels: channel {ch} is the shortcut's zero padding") }</div> },
+                        Err(_) => html! { <div class="zero-channel" data-testid="zero-channel">{ format!("no channel of x feeds channel {ch}: the shortcut pads it with zeros") }</div> },
+                    };
+                    let shown = match (is_x, zero_pad.and_then(|z| z.source(ch))) {
+                        (true, Some(s)) if s != ch => format!(" · channel {s}, which feeds channel {ch}"),
+                        _ => String::new(),
                     };
                     let op = match i { 0 => "", _ if i == panes.len() - 1 => "=", 1 => "→", _ => "+" };
                     html! {
@@ -330,7 +463,7 @@ fn residual_view(p: &ResidualProps) -> Html {
                             { if op.is_empty() { html!{} } else { html!{ <span class="op">{ op }</span> } } }
                             <figure>
                                 { pane }
-                                <figcaption><strong>{ title.clone() }</strong><br/>{ format!("{what} · {}", g.nodes[*node].name) }<br/>{ format!("{}×{}×{}", shapes[*node][0], h, w) }</figcaption>
+                                <figcaption><strong>{ title.clone() }</strong><br/>{ format!("{what} · {}{shown}", g.nodes[*node].name) }<br/>{ format!("{}×{}×{}", shapes[*node][0], h, w) }</figcaption>
                             </figure>
                         </>
                     }

@@ -229,7 +229,11 @@ pub fn diagram(p: &LayerProps) -> Html {
     html! {
         <section class="panel diagram" aria-label="Architecture diagram">
             <h2>{ "Architecture" }</h2>
-            <p class="muted">{ "Click a block or layer to inspect it. Shortcuts: solid = identity, dashed = option A (subsample + zero channels), dark = projection (1×1 conv)." }</p>
+            <p class="muted">{ if g.blocks.iter().any(|b| b.shortcut != ShortcutKind::None) {
+                "Click a block or layer to inspect it. Shortcuts: solid = identity, dashed = option A (subsample + zero channels), dark = projection (1×1 conv)."
+            } else {
+                "Click a block or layer to inspect it."
+            } }</p>
             <div class="diagram-scroll">
                 <svg data-testid="arch-diagram" width={W.to_string()} height={height.to_string()} viewBox={format!("0 0 {W} {height}")}
                     xmlns="http://www.w3.org/2000/svg" role="img" aria-label="architecture diagram">

@@ -18,6 +18,13 @@ pub struct Props {
     /// The crop the network sees.
     pub view: Option<InputView>,
     pub busy: bool,
+    /// The camera classifies: its frames per second.
+    pub camera: Option<f64>,
+    pub camera_opening: bool,
+    /// Start (true) or stop the camera.
+    pub on_camera: Callback<bool>,
+    /// A file is being dragged over the page.
+    pub dragging: bool,
 }
 
 #[function_component(DropZone)]
@@ -43,11 +50,30 @@ pub fn drop_zone(p: &Props) -> Html {
     html! {
         <section class="panel input" aria-label="Input">
             <h2>{ "Input" }</h2>
-            <div class="drop-zone" data-testid="drop-zone">
+            <div class={classes!("drop-zone", p.dragging.then_some("dragging"))} data-testid="drop-zone" data-dragging={p.dragging.to_string()}>
+                { if p.dragging { html! { <p class="drop-hint">{ "Drop it: anywhere on the page." }</p> } } else { html! {} } }
                 <p>{ "Drop an image (or your weights: a PyTorch .pth or .safetensors) anywhere on the page, paste one, or " }
                     <label class="file-button">{ "choose a file" }
                         <input type="file" accept={format!("image/*,{}", super::user_weights::ACCEPT)} data-testid="file-input" onchange={on_change} />
                     </label>
+                </p>
+                <p class="camera">
+                    { match (p.camera, p.camera_opening) {
+                        (Some(fps), _) => html! {
+                            <>
+                                <button type="button" data-testid="camera-button" aria-pressed="true"
+                                    onclick={p.on_camera.reform(|_| false)}>{ "stop the camera" }</button>
+                                <span class="muted" data-testid="camera-fps" data-fps={format!("{fps:.2}")}>
+                                    { if fps > 0.0 { format!(" classifying the camera: {fps:.1} frames/s") } else { " classifying the camera…".to_string() } }
+                                </span>
+                            </>
+                        },
+                        (None, true) => html! { <span class="muted"><span class="spinner"></span>{ "asking for the camera…" }</span> },
+                        (None, false) => html! {
+                            <button type="button" data-testid="camera-button" aria-pressed="false"
+                                onclick={p.on_camera.reform(|_| true)}>{ "use the camera" }</button>
+                        },
+                    } }
                 </p>
                 { if p.busy { html!{ <p class="hint"><span class="spinner"></span>{ "decoding…" }</p> } } else { html!{} } }
             </div>
@@ -59,7 +85,9 @@ pub fn drop_zone(p: &Props) -> Html {
                                 class="pixelated input-preview" testid="input-preview"
                                 title={format!("the {side}×{side} input tensor the network sees")} />
                         },
-                        None => html! { <div class="input-preview empty" data-testid="input-preview">{ "no image yet" }</div> },
+                        None => html! { <div class="input-preview empty" data-testid="input-preview">{
+                            if p.image.is_some() { "the crop appears once the model is ready" } else { "no image yet" }
+                        }</div> },
                     } }
                     <figcaption>
                         { match (&p.image, &p.view) {

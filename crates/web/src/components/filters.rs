@@ -14,6 +14,8 @@ use crate::viz::filter_tile;
 pub struct Props {
     pub bank: Option<Shared<FilterBank>>,
     pub graph: Shared<Graph>,
+    /// A filter clicked: its channel of the first conv's output is wanted in the maps.
+    pub on_pick: Callback<usize>,
 }
 
 #[function_component(Filters)]
@@ -54,11 +56,12 @@ pub fn filters(p: &Props) -> Html {
                 <div class="filter-grid" data-testid="filter-grid">
                     { for tiles.iter().enumerate().map(|(n, (rgba, lo, hi))| {
                         let select = { let focus = focus.clone(); Callback::from(move |_: MouseEvent| focus.set(n)) };
+                        let pick = { let (focus, cb) = (focus.clone(), p.on_pick.clone()); Callback::from(move |_: MouseEvent| { focus.set(n); cb.emit(n) }) };
                         html! {
                             <Raster rgba={rgba.clone()} width={k as u32} height={k as u32}
                                 class={classes!("pixelated", "filter-tile", (n == f).then_some("active"))}
-                                testid="filter-tile" title={format!("filter {n}: weights {lo:.3} … {hi:.3}")}
-                                onclick={select.clone()} onmouseenter={select} />
+                                testid="filter-tile" title={format!("filter {n}: weights {lo:.3} … {hi:.3} (click: its output, channel {n} of {layer})")}
+                                onclick={pick} onmouseenter={select} />
                         }
                     }) }
                 </div>

@@ -43,6 +43,39 @@ fn status(p: &Props) -> Html {
     }
 }
 
+/// "copy link": the address (its hash holds model, layer, channel and sample) to the clipboard.
+#[function_component(CopyLink)]
+fn copy_link() -> Html {
+    // `None`: not tried yet; then whether the clipboard took it.
+    let copied = use_state(|| None::<bool>);
+    let onclick = {
+        let copied = copied.clone();
+        Callback::from(move |_: MouseEvent| {
+            let win = gloo::utils::window();
+            let href = win.location().href().unwrap_or_default();
+            let promise = win.navigator().clipboard().write_text(&href);
+            let copied = copied.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                let ok = wasm_bindgen_futures::JsFuture::from(promise).await.is_ok();
+                copied.set(Some(ok));
+                let reset = copied.clone();
+                gloo::timers::callback::Timeout::new(2500, move || reset.set(None)).forget();
+            });
+        })
+    };
+    html! {
+        <span class="copy-link">
+            <button type="button" data-testid="copy-link" {onclick}
+                title="copy a link to this view: model, layer, channel and sample">{ "copy link" }</button>
+            <span role="status" aria-live="polite" data-testid="copy-link-status">{ match *copied {
+                Some(true) => "link copied",
+                Some(false) => "the clipboard refused: copy the address bar",
+                None => "",
+            } }</span>
+        </span>
+    }
+}
+
 #[function_component(Header)]
 pub fn header(p: &Props) -> Html {
     let m = &p.model;
@@ -78,6 +111,7 @@ pub fn header(p: &Props) -> Html {
                 </select>
             </label>
             { status(p) }
+            <CopyLink />
             <p class="description">
                 { m.arch.description }
                 { if m.trained { html!{} } else { html!{ <span class="badge untrained" data-testid="untrained-badge">{ "untrained" }</span> } } }

@@ -35,7 +35,12 @@ pub fn layer_table(p: &LayerProps) -> Html {
     html! {
         <section class="panel layer-table" aria-label="Layer table">
             <h2>{ "Layers" }</h2>
-            <p class="muted">{ format!("{} layers · input {} · output size per side: (N − F + 2P)/S + 1, floored (⌈⌉: ceil mode)", s.layers.len(), dims(s.input)) }</p>
+            <p class="muted" data-testid="layer-count">{ format!(
+                "{} operations, {} weight layers deep (convs and fully connected on the longest path: the number in the name) · input {} · output size per side: (N − F + 2P)/S + 1, floored (⌈⌉: ceil mode)",
+                s.layers.len(),
+                p.graph.depth(),
+                dims(s.input)
+            ) }</p>
             <div class="table-scroll">
             <table data-testid="layer-table">
                 <thead>

@@ -32,7 +32,7 @@ pub fn prediction(p: &Props) -> Html {
     };
     let body = match (&p.result, p.trained) {
         (None, _) => html! {
-            <p class="muted">{ if p.has_image && p.running { "running…" } else { "Drop an image or click a sample to classify it." } }</p>
+            <p class="muted">{ if p.has_image { html! { <><span class="spinner"></span>{ "classifying the image as soon as the model is ready…" }</> } } else { html! { "Drop an image or click a sample to classify it." } } }</p>
         },
         (Some(r), false) => html! {
             <>
@@ -66,6 +66,10 @@ pub fn prediction(p: &Props) -> Html {
                             </li>
                         }) }
                     </ol>
+                    <p class="muted domain-note" data-testid="domain-note">{ format!(
+                        "{} knows only its {} classes: it picks among them for any image, even one of none of them — a high percentage says the others fit less, not that the picture is one.",
+                        p.arch, r.probs.len()
+                    ) }</p>
                     { timing(r) }
                 </>
             }
