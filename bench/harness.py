@@ -270,6 +270,41 @@ def browser(models, quick):
     return out, raw["browser"], simd.get("ort_version")
 
 
+def browser_cam(quick):
+    """Grad-CAM in the browser against the plain forward (the issue's bound: ≤ 3×), interleaved."""
+    models = [("cifar-resnet20", 32, "/shared/weights/cifar10-resnet20.safetensors")]
+    if not quick:
+        models.append(("resnet50", 224, None))
+    cfg = {
+        "common": {
+            "warmup": 1 if quick else 3,
+            "warmupMs": 0 if quick else 2000,
+            "samples": 3 if quick else 15,
+            "minSampleMs": 5 if quick else 30,
+            "camModels": [{"name": m, "weights": w, "dims": [1, 3, side, side]} for m, side, w in models],
+        },
+        "variants": [{"name": "cam"}],
+    }
+    path = WORK / "browser-cam.json"
+    path.write_text(json.dumps(cfg))
+    p = subprocess.run(["node", str(BENCH / "web" / "drive.mjs"), "bench", str(path)], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"browser Grad-CAM bench failed:\n{p.stderr}")
+    r = json.loads(p.stdout)["variants"][0]["result"]["models"]
+    return {
+        m: {
+            "forward_ms": v["forward"]["median_ms"],
+            "cam_ms": v["cam"]["median_ms"],
+            "cam_backward_ms": v["cam_backward"]["median_ms"],
+            "cam_ratio": v["cam"]["median_ms"] / v["forward"]["median_ms"],
+            "cam_size": v["cam_size"],
+            "weights": "shipped" if w else "random",
+            "stats": {k: v[k] for k in ("forward", "cam", "cam_backward")},
+        }
+        for (m, _, w), v in zip(models, [r[m] for m, _, _ in models])
+    }
+
+
 def page(quick):
     dist = REPO / "dist"
     wasm = sorted(dist.glob("*.wasm"), key=lambda p: p.stat().st_size, reverse=True) if dist.is_dir() else []
@@ -317,6 +352,9 @@ def validate(res):
     for k in ("wasm_bytes", "wasm_gzip_bytes", "total_bytes", "first_prediction_ms"):
         assert k in res["page"], f"page.{k}"
     assert res["gpu"] is None or isinstance(res["gpu"], dict)
+    for m, r in (res.get("cam") or {}).items():
+        for k in ("forward_ms", "cam_ms", "cam_backward_ms", "cam_ratio"):
+            assert isinstance(r[k], (int, float)) and r[k] > 0, f"cam.{m}.{k} = {r.get(k)}"
 
 
 def main():
@@ -324,6 +362,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path, help="directory for results.json and results.md")
     ap.add_argument("--validate", type=Path, help="only check that this results.json has the expected shape")
+    ap.add_argument("--only", choices=["cam"], help="measure this part alone and merge it into OUT/results.json")
     a = ap.parse_args()
     if a.validate:
         validate(json.loads(a.validate.read_text()))
@@ -332,6 +371,17 @@ def main():
     if a.out is None:
         ap.error("--out is required")
     WORK.mkdir(exist_ok=True)
+    if a.only == "cam":
+        path = a.out / "results.json"
+        res = json.loads(path.read_text())
+        log("browser Grad-CAM")
+        res["cam"] = browser_cam(a.quick)
+        res["cam_date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        validate(res)
+        path.write_text(json.dumps(res, indent=2) + "\n")
+        (a.out / "results.md").write_text(markdown(res) + "\n")
+        print(markdown(res))
+        return
     if a.quick:
         models, threads, batches = ["cifar-resnet20"], [1], [1, 2]
         it = {"warmup": 1, "min_iters": 3, "max_iters": 5, "budget_s": 0.1, "rounds": 1}
@@ -352,6 +402,8 @@ def main():
     res["versions"]["torch"] = notes.get("torch_version")
     log("browser")
     res["wasm"], res["browser"], res["versions"]["onnxruntime_web"] = browser(models, a.quick)
+    log("browser Grad-CAM")
+    res["cam"] = browser_cam(a.quick)
     log("page")
     res["page"] = page(a.quick)
     res["gpu"] = None

@@ -101,6 +101,22 @@ def markdown(res):
     ]
     if pg.get("note"):
         lines.append(f"\n{pg['note']}")
+    if res.get("cam"):
+        when = f", measured {res['cam_date']}" if res.get("cam_date") else ""
+        lines += [
+            "",
+            f"**Grad-CAM in the browser** (wasm32 + simd128, 1 thread{when}; the last block's output, the top class; "
+            "a new image = the forward keeping every layer's output + the gradient; from kept outputs = the gradient alone, "
+            "as when the class or method changes)",
+            "",
+            "| model | weights | plain forward | Grad-CAM, new image | CAM / forward | Grad-CAM from kept outputs |",
+            "|---|---|---|---|---|---|",
+        ]
+        for m, r in res["cam"].items():
+            lines.append(
+                f"| {m} | {r['weights']} | {fmt(r['forward_ms'])} | {fmt(r['cam_ms'])} | **{fmt(r['cam_ratio'])}×** | "
+                f"{fmt(r['cam_backward_ms'], 3)} |"
+            )
     lines += ["", f"**GPU**: {'no GPU lent' if res['gpu'] is None else json.dumps(res['gpu'])}", ""]
     return "\n".join(lines)
 
@@ -153,6 +169,10 @@ def targets(res):
     rows.append(("first prediction ≤ 2 s after page open",
                  "not measured" if ms is None else f"{ms / 1000:.1f} s (median of {loads} cold loads)",
                  None if ms is None else ms <= 2000))
+    if res.get("cam"):
+        rows.append(("Grad-CAM in the browser ≤ 3× the plain forward",
+                     ", ".join(f"{m} {fmt(r['cam_ratio'])}×" for m, r in res["cam"].items()),
+                     all(r["cam_ratio"] <= 3.0 for r in res["cam"].values())))
     lines = ["**Against the targets** (issue 6; ratio = ours / anchor, same run)", "", "| target | achieved | status |", "|---|---|---|"]
     lines += [f"| {t} | {a} | {'—' if ok is None else _verdict(ok)} |" for t, a, ok in rows]
     return "\n".join(lines)

@@ -90,4 +90,29 @@ window.runBench = async function runBench(cfg) {
   }
   return out;
 };
+// Grad-CAM against the plain forward, interleaved: a CAM for a new image (the pass with taps +
+// the gradient) and from kept taps (the backward alone, as when the class changes).
+window.runCamBench = async function runCamBench(cfg) {
+  await init();
+  setGemmSimd128(true);
+  const out = { models: {} };
+  for (const m of cfg.camModels) {
+    log(`${m.name}: Grad-CAM`);
+    const weights = m.weights ? await fetchBytes(m.weights) : undefined;
+    const ours = new BenchModel(m.name, weights);
+    const n = m.dims.reduce((a, b) => a * b, 1);
+    // A fixed pseudo-random input (the CAM's cost does not depend on the values).
+    const input = new Float32Array(n);
+    let seed = 1;
+    for (let i = 0; i < n; i++) { seed = (seed * 1103515245 + 12345) >>> 0; input[i] = (seed / 2 ** 32) * 2 - 1; }
+    ours.setInput(input, 1);
+    const fns = { forward: (k) => ours.run(k, false), cam: (k) => ours.cam(k), cam_backward: (k) => ours.camBackward(k) };
+    const opts = { warmup: cfg.warmup, warmupMs: cfg.warmupMs, samples: cfg.samples, minSampleMs: cfg.minSampleMs };
+    const r = await timeInterleaved(fns, opts);
+    r.cam_size = ours.cam(1);
+    ours.free();
+    out.models[m.name] = r;
+  }
+  return out;
+};
 window.benchReady = true;

@@ -40,7 +40,7 @@ async function runBenchPage(cfgPath) {
       }
       let r;
       try {
-        r = await page.evaluate((c) => window.runBench(c), { ...cfg.common, ...variant });
+        r = await page.evaluate((c) => (c.camModels ? window.runCamBench(c) : window.runBench(c)), { ...cfg.common, ...variant });
       } catch (e) {
         throw new Error(`runBench failed: ${e.message}; page errors: ${errors.join('; ')}`);
       }

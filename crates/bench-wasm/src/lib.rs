@@ -2,6 +2,7 @@
 //! that stay inside wasm so the page's timer measures our code, not the JS boundary.
 
 use candle_core::{Device, Tensor};
+use resnet_core::explain::CamMethod;
 use resnet_core::{find_arch, Model, WeightsSource};
 use wasm_bindgen::prelude::*;
 
@@ -25,6 +26,8 @@ pub fn gemm_simd128() -> bool {
 pub struct BenchModel {
     model: Model,
     input: Option<Tensor>,
+    /// Every layer's output on the input, for `camBackward`.
+    taps: Vec<Tensor>,
 }
 
 #[wasm_bindgen]
@@ -39,7 +42,7 @@ impl BenchModel {
             None => WeightsSource::Random(0),
         };
         let model = Model::load(arch, source, &device).map_err(js)?;
-        Ok(BenchModel { model, input: None })
+        Ok(BenchModel { model, input: None, taps: vec![] })
     }
 
     /// The input batch, NCHW, of the model's own input size.
@@ -48,6 +51,7 @@ impl BenchModel {
         let s = self.model.graph.input;
         let x = Tensor::from_slice(data, (batch, s.c, s.h, s.w), &Device::Cpu).map_err(js)?;
         self.input = Some(x);
+        self.taps.clear();
         Ok(())
     }
 
@@ -74,6 +78,39 @@ impl BenchModel {
             };
         }
         Ok(produced)
+    }
+
+    /// Runs `n` Grad-CAMs as the explorer makes one for a new image: the pass that keeps every
+    /// layer's output, then the gradient of the top class from the last block's output.
+    /// Returns the map's size (h·w).
+    pub fn cam(&self, n: u32) -> Result<usize, JsError> {
+        let x = self.x()?;
+        let mut size = 0;
+        for _ in 0..n {
+            let (_, taps) = self.model.forward_taps(x).map_err(js)?;
+            size = self.cam_of(&taps)?;
+        }
+        Ok(size)
+    }
+
+    /// Runs `n` Grad-CAMs from the taps of one pass made once (what the page computes when
+    /// the class or the method changes): the backward alone.
+    #[wasm_bindgen(js_name = camBackward)]
+    pub fn cam_backward(&mut self, n: u32) -> Result<usize, JsError> {
+        if self.taps.is_empty() {
+            self.taps = self.model.forward_taps(self.x()?).map_err(js)?.1;
+        }
+        let mut size = 0;
+        for _ in 0..n {
+            size = self.cam_of(&self.taps)?;
+        }
+        Ok(size)
+    }
+
+    fn cam_of(&self, taps: &[Tensor]) -> Result<usize, JsError> {
+        let layer = self.model.graph.default_cam_layer().ok_or_else(|| JsError::new("no spatial layer"))?;
+        let cam = self.model.cam_from_taps(taps, layer, None, CamMethod::GradCam).map_err(js)?;
+        Ok(cam.values.len())
     }
 
     /// Multiply-accumulates of one sample (for GFLOP/s).
