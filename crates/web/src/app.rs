@@ -40,6 +40,9 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 const DEFAULT_ARCH: &str = "cifar-resnet20";
+/// A worker whose WebAssembly memory has grown past this is replaced for the next model:
+/// wasm memory never shrinks, so after VGG-16 (over 1 GB) the page would keep it all.
+const FRESH_WORKER_BYTES: f64 = 512.0 * 1024.0 * 1024.0;
 /// Random weights are the same for everyone (and equal to the CLI's with the same seed).
 const SEED: u64 = 0;
 
@@ -195,6 +198,13 @@ pub struct App {
     camera: Option<CameraState>,
     camera_opening: bool,
     dragging: bool,
+    /// The worker's memory after its last load (bytes).
+    worker_memory: f64,
+    /// The job of the `Load` in the worker, not answered yet (0: none).
+    building: u32,
+    /// The latest model asked for while another builds: sent when that one is answered, so
+    /// quick switches build two models at most, never every one picked.
+    pending_load: Option<Request>,
     /// A decode in flight: the previous image stays until it succeeds.
     decoding: bool,
     running: bool,
@@ -371,7 +381,44 @@ impl App {
         }
     }
 
+    /// Sends a `Load` now, or, while another builds, keeps it (replacing an older one) until
+    /// that one is answered.
+    fn send_load(&mut self, job: u32, req: Request) {
+        if self.building != 0 {
+            self.pending_load = Some(req);
+        } else {
+            self.building = job;
+            self.worker.send(req);
+        }
+    }
+
+    /// The `Load` in the worker has been answered: the kept one goes next.
+    fn load_answered(&mut self, job: u32) {
+        if job != self.building {
+            return;
+        }
+        self.building = 0;
+        if let Some(req) = self.pending_load.take() {
+            if let Request::Load { job, .. } = &req {
+                self.building = *job;
+            }
+            self.worker.send(req);
+        }
+    }
+
     fn start_load(&mut self, ctx: &Context<Self>) {
+        // Wasm memory never shrinks: after a big model the next one gets a fresh worker. The
+        // old one finishes what it is doing, then closes, and its memory goes with it.
+        if self.worker_memory > FRESH_WORKER_BYTES {
+            self.worker = spawn_worker(ctx.link());
+            self.worker_memory = 0.0;
+            self.building = 0;
+            self.pending_load = None;
+            self.running = false;
+            self.cam.job = 0;
+            self.erf.job = 0;
+            self.requested.clear();
+        }
         self.next_job += 1;
         self.load_job = self.next_job;
         self.filters = None;
@@ -392,7 +439,7 @@ impl App {
             }
             None => {
                 self.load = LoadState::Building;
-                self.worker.send(Request::Load { job, arch, weights: None, seed: SEED });
+                self.send_load(job, Request::Load { job, arch, weights: None, seed: SEED });
             }
         }
     }
@@ -542,6 +589,9 @@ impl Component for App {
             camera: None,
             camera_opening: false,
             dragging: false,
+            worker_memory: 0.0,
+            building: 0,
+            pending_load: None,
             decoding: false,
             running: false,
             filters: None,
@@ -634,7 +684,7 @@ impl Component for App {
                     Ok(bytes) => {
                         self.load = LoadState::Building;
                         let arch = self.model.arch.name.to_string();
-                        self.worker.send(Request::Load { job, arch, weights: Some(bytes), seed: SEED });
+                        self.send_load(job, Request::Load { job, arch, weights: Some(bytes), seed: SEED });
                     }
                     Err(e) => {
                         self.load = LoadState::Failed;
@@ -643,7 +693,9 @@ impl Component for App {
                 }
             }
             Msg::Worker(resp) => match resp {
-                Response::Loaded { job, filters, ms } => {
+                Response::Loaded { job, filters, ms, memory } => {
+                    self.load_answered(job);
+                    self.worker_memory = memory;
                     if job != self.load_job {
                         return false;
                     }
@@ -659,6 +711,7 @@ impl Component for App {
                         return false;
                     }
                     self.running = false;
+                    self.worker_memory = self.worker_memory.max(r.memory);
                     self.view = Some(InputView { rgba: Shared::new(rgb_to_rgba(&r.view)), side: r.side });
                     self.result = Some(Shared::new(r));
                     // Drawing the maps can take a few hundred ms on a slow machine: let the
@@ -698,8 +751,9 @@ impl Component for App {
                     Some(f) if f.job == job => (f.done, f.total) = (done, total),
                     _ => return false,
                 },
-                Response::LoadedFile { job, arch, shortcut_b, note, filters, ms } => {
+                Response::LoadedFile { job, arch, shortcut_b, note, filters, ms, memory } => {
                     let Some(load) = self.file_load.take_if(|f| f.job == job) else { return false };
+                    self.worker_memory = memory;
                     let Ok(arch) = find_arch(&arch) else { return false };
                     let graph = match shortcut_b {
                         true => arch.graph_with(resnet_core::ShortcutOption::B),
@@ -737,6 +791,7 @@ impl Component for App {
                     if job == self.erf.job {
                         self.erf.job = 0;
                     }
+                    self.load_answered(job);
                     if job == self.load_job && !matches!(self.load, LoadState::Ready { .. }) {
                         self.load = LoadState::Failed;
                     }
@@ -816,6 +871,7 @@ impl Component for App {
                 self.error = Some(format!("the inference worker crashed ({text}); it was restarted").into());
                 self.running = false;
                 self.worker = spawn_worker(ctx.link());
+                (self.building, self.pending_load, self.worker_memory) = (0, None, 0.0);
                 self.start_load(ctx);
             }
             Msg::File(file) if user_weights::is_weights_file(&file.name()) => self.load_weights_file(file),

@@ -108,6 +108,7 @@ impl Engine {
             taps_ms,
             blocks,
             responses,
+            memory: 0.0,
         })
     }
 

@@ -42,6 +42,8 @@ pub enum Response {
         job: u32,
         filters: Option<FilterBank>,
         ms: f64,
+        /// The worker's WebAssembly memory now, bytes (it never shrinks).
+        memory: f64,
     },
     /// Reading a weights file: `done` of `total` bytes.
     Reading {
@@ -58,6 +60,8 @@ pub enum Response {
         note: Option<String>,
         filters: Option<FilterBank>,
         ms: f64,
+        /// As in `Loaded`.
+        memory: f64,
     },
     Ran(RunResult),
     Maps {
@@ -112,6 +116,8 @@ pub struct RunResult {
     pub blocks: Vec<BlockResponse>,
     /// The std of every 3×3 layer's response (Fig. 7).
     pub responses: Vec<LayerResponse>,
+    /// The worker's WebAssembly memory after this run, bytes (0 outside a worker).
+    pub memory: f64,
 }
 
 /// The first conv layer's weights, `out × in × k × k`.

@@ -10,7 +10,7 @@ use wasm_bindgen::JsCast;
 use web_sys::{BroadcastChannel, File, FileReaderSync};
 
 use crate::engine::Engine;
-use crate::protocol::{Request, Response, WeightsFileMessage, WEIGHTS_CHANNEL};
+use crate::protocol::{Request, Response, RunResult, WeightsFileMessage, WEIGHTS_CHANNEL};
 
 /// Where the worker's panic hook reports (the page listens and shows it in the error banner).
 pub const PANIC_CHANNEL: &str = "resnet-explorer-worker-panic";
@@ -77,6 +77,14 @@ fn read_file(file: &File, progress: impl Fn(f64)) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
+/// The size of this worker's WebAssembly memory.
+fn memory_bytes() -> f64 {
+    wasm_bindgen::memory()
+        .dyn_into::<js_sys::WebAssembly::Memory>()
+        .map(|m| m.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as f64)
+        .unwrap_or(0.0)
+}
+
 fn now() -> f64 {
     js_sys::global()
         .dyn_into::<web_sys::WorkerGlobalScope>()
@@ -114,7 +122,15 @@ impl InferenceWorker {
         match Engine::from_recognised(&parsed, recognised).and_then(|e| e.filters().map(|f| (e, f))) {
             Ok((engine, filters)) => {
                 self.engine = Some(engine);
-                Response::LoadedFile { job, arch, shortcut_b, note, filters, ms: now() - t0 }
+                Response::LoadedFile {
+                    job,
+                    arch,
+                    shortcut_b,
+                    note,
+                    filters,
+                    ms: now() - t0,
+                    memory: memory_bytes(),
+                }
             }
             Err(message) => {
                 Response::Error { job, message: format!("cannot load {name} as {arch}: {message}") }
@@ -145,7 +161,7 @@ impl InferenceWorker {
                 match loaded {
                     Ok((engine, filters)) => {
                         self.engine = Some(engine);
-                        Response::Loaded { job, filters, ms: now() - t0 }
+                        Response::Loaded { job, filters, ms: now() - t0, memory: memory_bytes() }
                     }
                     Err(message) => {
                         Response::Error { job, message: format!("cannot load {arch}: {message}") }
@@ -158,7 +174,7 @@ impl InferenceWorker {
                 };
                 let img = Image { width: width as usize, height: height as usize, channels: 4, data: &rgba };
                 match engine.run(&img, job, &now) {
-                    Ok(r) => Response::Ran(r),
+                    Ok(r) => Response::Ran(RunResult { memory: memory_bytes(), ..r }),
                     Err(message) => Response::Error { job, message: format!("inference failed: {message}") },
                 }
             }
