@@ -580,30 +580,12 @@ fn rf_shows_what_a_unit_sees_and_depends_on() {
     let (half, ninety) = (j["half"].as_u64().unwrap(), j["ninety"].as_u64().unwrap());
     assert!(half >= 1 && half <= ninety && ninety < 21, "{half} {ninety}");
     assert_eq!(image::image_dimensions(&png).unwrap(), (32, 32));
-    let o = resnet(&[
-        "rf",
-        "--arch",
-        "cifar-resnet20",
-        "--weights",
-        s(&weights),
-        "--layer",
-        "layer2.0.relu",
-        "--unit",
-        "0,16,0",
-        s(&cat),
-    ]);
+    let with_unit = |unit: &str| {
+        let args = ["rf", "--arch", "cifar-resnet20", "--weights", s(&weights), "--layer", "layer2.0.relu"];
+        resnet(&[&args[..], &["--unit", unit, s(&cat)]].concat())
+    };
+    let o = with_unit("0,16,0");
     assert!(!o.status.success() && stderr(&o).contains("16×16"), "{}", stderr(&o));
-    let o = resnet(&[
-        "rf",
-        "--arch",
-        "cifar-resnet20",
-        "--weights",
-        s(&weights),
-        "--layer",
-        "layer2.0.relu",
-        "--unit",
-        "1,2",
-        s(&cat),
-    ]);
+    let o = with_unit("1,2");
     assert!(!o.status.success() && stderr(&o).contains("channel,row,column"), "{}", stderr(&o));
 }

@@ -97,10 +97,7 @@ fn cams_of_every_method_and_bad_requests() {
 /// branch smaller than the stream it adds to in most blocks; a plain net gets ‖H(x) − x‖ / ‖x‖.
 #[test]
 fn residual_stream_per_block() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let arch = find_arch("cifar-resnet20").unwrap();
-    let weights = root.join("www/weights/cifar10-resnet20.safetensors");
-    let model = Model::load(arch, WeightsSource::File(&weights), &Device::Cpu).unwrap();
+    let (arch, model) = shipped_resnet20();
     let img = sample_pixels("cat-0.jpg");
     let x = arch.preprocess().batch_tensor(&img, 32, &Device::Cpu).unwrap();
     let (_, taps) = model.forward_taps(&x).unwrap();
@@ -127,6 +124,14 @@ fn residual_stream_per_block() {
     assert!(stream[0].ratio.is_some() && stream[3].ratio.is_none(), "shapes change at layer2.0");
 }
 
+/// The shipped CIFAR-10 ResNet-20 (www/weights).
+fn shipped_resnet20() -> (&'static resnet_core::ArchInfo, Model) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let arch = find_arch("cifar-resnet20").unwrap();
+    let weights = root.join("www/weights/cifar10-resnet20.safetensors");
+    (arch, Model::load(arch, WeightsSource::File(&weights), &Device::Cpu).unwrap())
+}
+
 /// The RGB8 pixels of a 32×32 sample, as the fixture holds them.
 fn sample_pixels(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cam-resnet20.json");
@@ -139,10 +144,7 @@ fn sample_pixels(name: &str) -> Vec<u8> {
 /// most of its mass in a much smaller square than that field.
 #[test]
 fn effective_receptive_field_lies_inside_the_theoretical_one() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let arch = find_arch("cifar-resnet20").unwrap();
-    let weights = root.join("www/weights/cifar10-resnet20.safetensors");
-    let model = Model::load(arch, WeightsSource::File(&weights), &Device::Cpu).unwrap();
+    let (arch, model) = shipped_resnet20();
     let img = sample_pixels("cat-0.jpg");
     let x = arch.preprocess().batch_tensor(&img, 32, &Device::Cpu).unwrap();
     let g = &model.graph;

@@ -58,15 +58,8 @@ pub async fn decode_blob(blob: &Blob, name: &str) -> Result<Decoded, String> {
 
 /// Decodes a sample `<img>` already on the page (no request).
 pub async fn decode_img(img: &HtmlImageElement, name: &str) -> Result<Decoded, String> {
-    let window = gloo::utils::window();
-    let promise = window.create_image_bitmap_with_html_image_element(img).map_err(js_err)?;
-    let bitmap: ImageBitmap = JsFuture::from(promise)
-        .await
-        .map_err(|e| format!("cannot decode {name}: {}", js_err(e)))?
-        .unchecked_into();
-    let out = draw(&bitmap, bitmap.width(), bitmap.height(), name, MAX_KEEP);
-    bitmap.close();
-    out
+    let promise = gloo::utils::window().create_image_bitmap_with_html_image_element(img).map_err(js_err)?;
+    from_bitmap(promise, name, MAX_KEEP, &format!("cannot decode {name}")).await
 }
 
 /// The camera's current frame, at most `max_side` pixels on its longest side (the net sees a
@@ -77,10 +70,18 @@ pub async fn decode_video(video: &HtmlVideoElement, name: &str, max_side: u32) -
         return Err("the camera sends no picture yet".into());
     }
     let promise = gloo::utils::window().create_image_bitmap_with_html_video_element(video).map_err(js_err)?;
-    let bitmap: ImageBitmap = JsFuture::from(promise)
-        .await
-        .map_err(|e| format!("cannot read the camera's frame: {}", js_err(e)))?
-        .unchecked_into();
+    from_bitmap(promise, name, max_side, "cannot read the camera's frame").await
+}
+
+/// The pixels of the bitmap `promise` gives (`what` failed: the error's start).
+async fn from_bitmap(
+    promise: js_sys::Promise,
+    name: &str,
+    max_side: u32,
+    what: &str,
+) -> Result<Decoded, String> {
+    let bitmap: ImageBitmap =
+        JsFuture::from(promise).await.map_err(|e| format!("{what}: {}", js_err(e)))?.unchecked_into();
     let out = draw(&bitmap, bitmap.width(), bitmap.height(), name, max_side);
     bitmap.close();
     out
