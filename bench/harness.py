@@ -215,6 +215,16 @@ def native_profile(models, quick):
     return out
 
 
+def drive_bench_page(cfg, name):
+    """bench/web/drive.mjs on config `cfg` (written to WORK/NAME.json): its parsed output."""
+    path = WORK / f"{name}.json"
+    path.write_text(json.dumps(cfg))
+    p = subprocess.run(["node", str(BENCH / "web" / "drive.mjs"), "bench", str(path)], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"{name} bench failed:\n{p.stderr}")
+    return json.loads(p.stdout)
+
+
 def browser(models, quick):
     cfg = {
         "common": {
@@ -239,12 +249,7 @@ def browser(models, quick):
             {"name": "gemm-scalar", "gemmSimd128": False, "ort": False, "taps": False, "profile": False},
         ],
     }
-    path = WORK / "browser.json"
-    path.write_text(json.dumps(cfg))
-    p = subprocess.run(["node", str(BENCH / "web" / "drive.mjs"), "bench", str(path)], capture_output=True, text=True)
-    if p.returncode != 0:
-        raise SystemExit(f"browser bench failed:\n{p.stderr}")
-    raw = json.loads(p.stdout)
+    raw = drive_bench_page(cfg, "browser")
     simd = next(v["result"] for v in raw["variants"] if v["name"] == "gemm-simd128")
     scalar = next(v["result"] for v in raw["variants"] if v["name"] == "gemm-scalar")
     out = {}
@@ -285,14 +290,11 @@ def browser_cam(quick):
         },
         "variants": [{"name": "cam"}],
     }
-    path = WORK / "browser-cam.json"
-    path.write_text(json.dumps(cfg))
-    p = subprocess.run(["node", str(BENCH / "web" / "drive.mjs"), "bench", str(path)], capture_output=True, text=True)
-    if p.returncode != 0:
-        raise SystemExit(f"browser Grad-CAM bench failed:\n{p.stderr}")
-    r = json.loads(p.stdout)["variants"][0]["result"]["models"]
-    return {
-        m: {
+    r = drive_bench_page(cfg, "browser-cam")["variants"][0]["result"]["models"]
+    out = {}
+    for m, _, w in models:
+        v = r[m]
+        out[m] = {
             "forward_ms": v["forward"]["median_ms"],
             "cam_ms": v["cam"]["median_ms"],
             "cam_backward_ms": v["cam_backward"]["median_ms"],
@@ -301,8 +303,7 @@ def browser_cam(quick):
             "weights": "shipped" if w else "random",
             "stats": {k: v[k] for k in ("forward", "cam", "cam_backward")},
         }
-        for (m, _, w), v in zip(models, [r[m] for m, _, _ in models])
-    }
+    return out
 
 
 def page(quick):

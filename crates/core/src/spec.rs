@@ -341,6 +341,13 @@ pub struct Summary {
     pub activation_bytes: u64,
 }
 
+impl Summary {
+    /// Every node's output shape, C×H×W, by node id (`[0]` is the input).
+    pub fn node_shapes(&self) -> Vec<[usize; 3]> {
+        std::iter::once(self.input).chain(self.layers.iter().map(|r| r.out_shape)).collect()
+    }
+}
+
 /// Output length of a conv or pool along one side: `⌊(N − F + 2P)/S⌋ + 1` (`⌈…⌉` in ceil mode,
 /// where PyTorch drops a last window that would start in the right padding). The one place the
 /// formula lives: shapes, kernels and the training conv all call it.

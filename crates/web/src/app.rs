@@ -475,10 +475,9 @@ impl App {
         // In a block whose option-A shortcut pads zero channels, show one that carries x.
         let g = &self.model.graph;
         if let Some(b) = g.nodes[node].block.map(|b| &g.blocks[b]) {
-            let s = &self.model.summary;
-            let shapes: Vec<[usize; 3]> =
-                std::iter::once(s.input).chain(s.layers.iter().map(|r| r.out_shape)).collect();
-            if let Some(z) = ZeroPad::of(b, &shapes).filter(|z| z.source(self.channel).is_none()) {
+            if let Some(z) =
+                ZeroPad::of(b, &self.model.summary.node_shapes()).filter(|z| z.source(self.channel).is_none())
+            {
                 self.channel = z.pad;
             }
         }

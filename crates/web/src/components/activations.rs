@@ -108,8 +108,7 @@ pub fn activations(p: &Props) -> Html {
             }
         });
     }
-    let shapes: Vec<[usize; 3]> =
-        std::iter::once(p.summary.input).chain(p.summary.layers.iter().map(|r| r.out_shape)).collect();
+    let shapes = p.summary.node_shapes();
     let node = &g.nodes[p.selected];
     let [c, h, w] = shapes[p.selected];
     let ch = p.channel.min(c.saturating_sub(1));
@@ -385,8 +384,7 @@ fn residual_view(p: &ResidualProps) -> Html {
         panes.iter().map(|(_, _, n)| p.maps.get(n).cloned()).collect();
     // One scale for all panes: F(x) + x = H(x) before the ReLU can be compared by eye. Coloured
     // once per set of maps and channel; `None` until every pane's map has arrived.
-    let shapes: Vec<[usize; 3]> =
-        std::iter::once(p.summary.input).chain(p.summary.layers.iter().map(|r| r.out_shape)).collect();
+    let shapes = p.summary.node_shapes();
     let zero_pad = block.and_then(|b| ZeroPad::of(b, &shapes));
     // The channel each pane shows: output channel `ch` everywhere, except x before an option-A
     // shortcut, where it is the input channel that `ch` carries (none for a zero channel).

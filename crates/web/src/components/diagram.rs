@@ -66,8 +66,7 @@ const GAP: f64 = 30.0;
 #[function_component(Diagram)]
 pub fn diagram(p: &LayerProps) -> Html {
     let g = &p.graph;
-    let shapes: Vec<[usize; 3]> =
-        std::iter::once(p.summary.input).chain(p.summary.layers.iter().map(|r| r.out_shape)).collect();
+    let shapes = p.summary.node_shapes();
     let dims = |n: NodeId| format!("{}×{}×{}", shapes[n][0], shapes[n][1], shapes[n][2]);
     let mut y = 10.0;
     let mut out: Vec<Html> = vec![];

@@ -170,11 +170,11 @@ pub fn unit_zoom(p: &Props) -> Html {
             </figure>
             { match (erf, heat.as_ref()) {
                 (Some(e), Some(rgba)) => {
-                    let total: f32 = e.values.iter().sum();
-                    let words = if total > 0.0 {
+                    let half = e.mass_side(0.5);
+                    let words = if half > 0 {
                         format!(
-                            "Half of |∂unit/∂input| lies within {0}×{0} px and 90 % within {1}×{1} px of the {2}×{2} px theoretical field (outlined): the centre counts most.",
-                            e.mass_side(0.5), e.mass_side(0.9), e.rf.size
+                            "Half of |∂unit/∂input| lies within {half}×{half} px and 90 % within {0}×{0} px of the {1}×{1} px theoretical field (outlined): the centre counts most.",
+                            e.mass_side(0.9), e.rf.size
                         )
                     } else {
                         "This unit is 0 on this image (its ReLU is off), so no gradient reaches the input: click a brighter pixel.".to_string()
@@ -182,7 +182,7 @@ pub fn unit_zoom(p: &Props) -> Html {
                     html! {
                         <figure class="overlay erf" data-testid="erf" data-layer={e.layer.to_string()}
                             data-unit={format!("{},{},{}", e.channel, e.y, e.x)}
-                            data-half={e.mass_side(0.5).to_string()}>
+                            data-half={half.to_string()}>
                             <div class="stack">
                                 <Raster rgba={rgba.clone()} width={side} height={side} class="pixelated" />
                                 <div class="rf-box outline" style={box_style(&e.rf, ih, iw)}></div>
