@@ -30,7 +30,7 @@ async function overlay(text, timeout = 30_000) {
 test('the heat map of the top class appears with the prediction', async () => {
   await page.goto(base);
   await page.waitForSelector(`${$('model-status')}[data-state="ready"]`, { timeout: 60_000 });
-  await page.click(`${$('sample-image')}[alt="cat-0.jpg"]`);
+  await page.click(`${$('sample-image')}[data-name="cat-0.jpg"]`);
   const first = await overlay('for cat');
   assert.match(await page.textContent($('cam-caption')), /Grad-CAM of layer3\.2\.relu \(8×8\) for cat/);
   assert.equal(await page.$eval($('cam-overlay'), (c) => [c.width, c.height].join('×')), '32×32');

@@ -28,7 +28,7 @@ async function selectLayer(name) {
 test('hovering a pixel draws its receptive field with the size of the layer table', async () => {
   await page.goto(base);
   await page.waitForSelector(`${$('model-status')}[data-state="ready"]`, { timeout: 60_000 });
-  await page.click(`${$('sample-image')}[alt="cat-0.jpg"]`);
+  await page.click(`${$('sample-image')}[data-name="cat-0.jpg"]`);
   await waitForImage(page, 'cat-0.jpg');
   const node = await selectLayer('layer2.0.relu');
   const rf = await page.$eval(`${$('layer-row')}[data-name="layer2.0.relu"]`, (r) => Number(r.dataset.rf));
@@ -100,7 +100,7 @@ test('the residual stream: one ratio per block on the diagram, the chart and Fig
   await page.waitForSelector(`${$('activation-grid')}[data-node="${out}"]`, { timeout: 20_000 });
 
   // A new image, new measurements.
-  await page.click(`${$('sample-image')}[alt="ship-0.jpg"]`);
+  await page.click(`${$('sample-image')}[data-name="ship-0.jpg"]`);
   await waitForImage(page, 'ship-0.jpg');
   await page.waitForFunction((before) => {
     const now = [...document.querySelectorAll('[data-testid="residual-ratio"]')].map((t) => t.dataset.ratio).join();

@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
-import { $, artifacts, openExplorer, waitForImage, repo } from './page.mjs';
+import { $, activeChannel, artifacts, clickChannel, openExplorer, waitForChannels, waitForImage, repo } from './page.mjs';
 
 const resnetBin = process.env.RESNET_BIN ?? join(repo, 'target/debug/resnet');
 
@@ -128,7 +128,7 @@ test('dropped samples are classified as their class, with top-5 and timing', asy
 });
 
 test('clicking a sample and picking a file classify too', async () => {
-  await page.click(`${$('sample-image')}[alt="horse-1.jpg"]`);
+  await page.click(`${$('sample-image')}[data-name="horse-1.jpg"]`);
   await waitForRun('horse-1.jpg');
   assert.equal(await page.textContent($('top-class')), 'horse');
   await page.setInputFiles($('file-input'), join(repo, 'www/samples/deer-2.jpg'));
@@ -146,21 +146,21 @@ test('ResNet-20 has 16 first-layer filters', async () => {
 test('each stage shows one activation map per channel: 16, 32, 64', async () => {
   for (const [layer, channels] of [['layer1.2.relu', 16], ['layer2.2.relu', 32], ['layer3.2.relu', 64]]) {
     await selectLayer(layer);
-    await page.waitForFunction(([sel, n]) => document.querySelectorAll(sel).length === n,
-      [$('activation-map'), channels], { timeout: 15_000 });
+    await waitForChannels(page, channels, 15_000);
     assert.equal(await page.locator($('residual-view')).count(), 1, 'a block output shows x, F(x), H(x)');
   }
   await page.waitForSelector(`${$('residual-view')} canvas`);
-  await page.click(`${$('activation-map')} >> nth=3`);
+  await clickChannel(page, 3);
+  await page.waitForFunction(() => document.querySelector('[data-testid="activation-grid"]').dataset.active === '3');
   await shot('section.activations', 'activations');
   // A downsampling block: option A's zero-padded shortcut next to F(x).
   await selectLayer('layer2.0.relu');
-  await page.waitForFunction((sel) => document.querySelectorAll(sel).length === 32, $('activation-map'));
+  await waitForChannels(page, 32);
   await page.waitForSelector(`${$('residual-view')} canvas`);
   assert.match(await page.textContent($('residual-view')), /shortcut\(x\)/);
   // Channel 3 was picked, but channels 0–7 of option A are zeros: the view moves to channel 8,
   // which carries x's channel 0, and says so.
-  assert.equal(await page.$eval(`${$('activation-map')}.active`, (c) => c.title), 'channel 8');
+  assert.equal(await activeChannel(page), 8);
   const caption = await page.textContent($('residual-caption'));
   assert.match(caption, /relu\(F\(x\) \+ shortcut\(x\)\)/);
   assert.match(caption, /zero channels \(0–7 and 24–31 of 32\)/);
@@ -169,7 +169,7 @@ test('each stage shows one activation map per channel: 16, 32, 64', async () => 
   assert.match(await page.textContent(`${$('residual-view')} h3`), /channel 8/);
   await shot('section.activations', 'activations-downsample');
   // A zero channel: said in words, not shown as a blank square.
-  await page.click(`${$('activation-map')}[title="channel 30"]`);
+  await clickChannel(page, 30);
   await page.waitForFunction(() => /is one of the zero channels/.test(document.querySelector('[data-testid="residual-caption"]').textContent));
   assert.equal(await page.locator($('zero-channel')).count(), 2, 'x has no channel for it; shortcut(x) is zero there');
 });
@@ -177,11 +177,11 @@ test('each stage shows one activation map per channel: 16, 32, 64', async () => 
 test('the table and the diagram select layers', async () => {
   await page.click(`${$('layer-row')}[data-name="layer2.1.conv1"]`);
   assert.match(await page.$eval($('layer-select'), (s) => s.selectedOptions[0].textContent), /^layer2\.1\.conv1 — Conv2d/);
-  await page.waitForFunction((sel) => document.querySelectorAll(sel).length === 32, $('activation-map'));
+  await waitForChannels(page, 32);
   await page.click(`${$('diagram-item')}[data-name="layer3.1"] rect`);
   assert.match(await page.$eval($('layer-select'), (s) => s.selectedOptions[0].textContent), /^layer3\.1\.relu — ReLU — 64×8×8/);
   assert.equal(await page.locator(`${$('layer-row')}.selected`).getAttribute('data-name'), 'layer3.1.relu');
-  await shot('.split', 'table-and-diagram');
+  await shot('section.layer-table', 'table-selected');
   await shot('section.diagram', 'diagram');
   await shot('section.layer-table', 'layer-table');
 });
@@ -242,7 +242,7 @@ test('ResNet-50 (untrained): 25,557,032 parameters, real activations, no predict
   assert.equal(await page.locator($('untrained-note')).count(), 1);
   assert.equal(await page.locator($('filter-tile')).count(), 64);
   await selectLayer('layer4.2.relu');
-  await page.waitForFunction((sel) => document.querySelectorAll(sel).length === 2048, $('activation-map'), { timeout: 30_000 });
+  await waitForChannels(page, 2048);
   await page.waitForSelector(`${$('residual-view')} canvas`);
   await page.screenshot({ path: join(artifacts, 'resnet50-page.png'), fullPage: true });
   await shot('section.prediction', 'prediction-untrained');
@@ -257,7 +257,7 @@ test('GoogLeNet (untrained): the diagram shows the parallel Inception branches',
   assert.equal(await inception.locator('.branch').count(), 4);
   await inception.locator('rect').first().click();
   assert.match(await page.$eval($('layer-select'), (s) => s.selectedOptions[0].textContent), /^inception3a\./);
-  await page.waitForSelector(`${$('activation-map')}`, { timeout: 30_000 });
+  await page.waitForSelector($('activation-grid'), { timeout: 30_000 });
   await inception.scrollIntoViewIfNeeded();
   await shot('section.diagram', 'diagram-googlenet');
 });

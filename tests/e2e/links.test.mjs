@@ -11,7 +11,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { $, artifacts, openExplorer, repo, waitForImage } from './page.mjs';
+import { $, activeChannel, artifacts, clickChannel, openExplorer, repo, waitForImage } from './page.mjs';
 
 let page, base, errors, close;
 
@@ -29,16 +29,16 @@ test('a link restores model, layer, channel and sample', async () => {
   assert.equal(await page.$eval($('model-select'), (s) => s.value), 'cifar-resnet56');
   const node = await page.$eval(`${$('layer-row')}.selected`, (r) => r.dataset.name);
   assert.equal(node, 'layer2.1.relu');
-  await page.waitForSelector(`${$('activation-map')}.active`, { timeout: 20_000 });
-  assert.equal(await page.$eval(`${$('activation-map')}.active`, (c) => c.title), 'channel 5');
+  await page.waitForSelector($('activation-grid'), { timeout: 20_000 });
+  assert.equal(await activeChannel(page), 5);
   assert.equal(await hash(), '#model=cifar-resnet56&layer=layer2.1.relu&channel=5&sample=dog-1');
   await page.screenshot({ path: join(artifacts, 'links-restored.png') });
 });
 
 test('the hash follows what is shown, and a changed hash is followed', async () => {
-  await page.click(`${$('sample-image')}[alt="ship-2.jpg"]`);
+  await page.click(`${$('sample-image')}[data-name="ship-2.jpg"]`);
   await waitForImage(page, 'ship-2.jpg');
-  await page.click(`${$('activation-map')}[title="channel 2"]`);
+  await clickChannel(page, 2);
   await page.waitForFunction(() => location.hash.includes('channel=2&sample=ship-2'));
   await page.evaluate(() => { location.hash = '#model=cifar-resnet20&layer=layer3.0.conv1&channel=1'; });
   await page.waitForFunction(() => document.querySelector('[data-testid="model-select"]').value === 'cifar-resnet20');

@@ -52,7 +52,7 @@ async function settledMemoryMb() {
 test('after vgg16 → resnet152 → cifar-resnet20 the memory is back', async () => {
   await page.goto(base);
   await ready('cifar-resnet20', 60_000);
-  await page.click(`${$('sample-image')}[alt="cat-0.jpg"]`);
+  await page.click(`${$('sample-image')}[data-name="cat-0.jpg"]`);
   await waitForImage(page, 'cat-0.jpg');
   const start = await settledMemoryMb();
   const peaks = [];

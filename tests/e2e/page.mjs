@@ -41,3 +41,35 @@ export async function waitForImage(page, name, timeout = 30_000) {
     return cap.startsWith(name) && pred?.dataset.busy === 'false' && document.querySelector('[data-testid="inference-ms"]');
   }, name, { timeout });
 }
+
+/// The channel maps are one canvas (components/channel_grid.rs): how many channels it shows
+/// (0 without one).
+export async function channelCount(page) {
+  return page.$$eval($('activation-grid'), (g) => (g.length ? Number(g[0].dataset.channels) : 0));
+}
+
+/// Waits until the maps of the selected layer show `n` channels.
+export async function waitForChannels(page, n, timeout = 30_000) {
+  await page.waitForFunction(([sel, n]) => {
+    const g = document.querySelector(sel);
+    return g && Number(g.dataset.channels) === n && g.dataset.node === document.querySelector('[data-testid="layer-select"]').value;
+  }, [$('activation-grid'), n], { timeout });
+}
+
+/// The channel marked active (shown enlarged), or null.
+export async function activeChannel(page) {
+  return page.$$eval($('activation-grid'), (g) => (g.length ? Number(g[0].dataset.active) : null));
+}
+
+/// Clicks channel `n`'s tile, as a user would: scrolled into the grid's view first.
+export async function clickChannel(page, n) {
+  const at = await page.$eval($('activation-grid'), (g, n) => {
+    const { cols, tile, gap } = Object.fromEntries(['cols', 'tile', 'gap'].map((k) => [k, Number(g.dataset[k])]));
+    const [x, y] = [(n % cols) * (tile + gap) + tile / 2, Math.floor(n / cols) * (tile + gap) + tile / 2];
+    g.scrollTop = Math.max(0, y - g.clientHeight / 2);
+    return { x, y: y - g.scrollTop };
+  }, n);
+  await page.locator($('activation-grid')).scrollIntoViewIfNeeded();
+  const box = await page.locator($('activation-grid')).boundingBox();
+  await page.mouse.click(box.x + at.x, box.y + at.y);
+}

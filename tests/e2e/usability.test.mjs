@@ -6,18 +6,19 @@
 //
 // Screenshots go to tests/artifacts/usability-*.png.
 //
-// Time on the 2-core machine: vgg16 and resnet50 with random weights take seconds to build and
-// to run in wasm, so they are loaded once each and only their vector layers (and the layers just
-// before them) are stepped through; every layer is stepped through on cifar-resnet20, whose
-// forward takes milliseconds.
+// Every layer of cifar-resnet20, vgg16 and resnet50 is stepped through with the keyboard
+// (~4 minutes on the 2-core machine: vgg16 and resnet50 take seconds to build and run in wasm).
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { $, artifacts, openExplorer, waitForImage } from './page.mjs';
+import { $, activeChannel, artifacts, channelCount, clickChannel, openExplorer, waitForImage } from './page.mjs';
 
 // A task this long freezes the page for the user (the issue's bound; Chromium reports from 50 ms).
 const LONG_TASK_MS = 100;
+// vgg16 and resnet50 are held to the same bound while stepping through every layer (measured
+// max 59 ms and none over 50 ms; before the windowed canvas, the subsampled atlas and maps in
+// 4 MB messages: 165 and 158 ms, and 15 s for vgg16's flatten drawn a canvas per value).
 
 let page, base, consoleErrors, close;
 
@@ -71,16 +72,20 @@ async function watchLongTasks() {
     window.__longTasks = [];
     window.__longTaskObserver?.disconnect();
     window.__longTaskObserver = new PerformanceObserver((list) => {
-      for (const e of list.getEntries()) window.__longTasks.push(Math.round(e.duration));
+      for (const e of list.getEntries()) window.__longTasks.push([e.startTime, Math.round(e.duration)]);
     });
     window.__longTaskObserver.observe({ type: 'longtask' });
   });
 }
 
-async function longTasks() {
+/// The long tasks (ms) seen since `watchLongTasks`; with `steps` ([start, layer] in page time),
+/// each is named by the step it fell in ("layer4.0.conv1 62").
+async function longTasks(steps) {
   // Entries are delivered after the task: give the observer a frame and a tick.
   await page.evaluate(() => new Promise((ok) => requestAnimationFrame(() => setTimeout(ok, 50))));
-  return page.evaluate(() => window.__longTasks.slice());
+  const tasks = await page.evaluate(() => window.__longTasks.slice());
+  if (!steps) return tasks.map(([, d]) => d);
+  return tasks.map(([start, d]) => `${steps.findLast(([t]) => t <= start)?.[1] ?? 'before the first step'} ${d}`);
 }
 
 /// Switches to `arch` and waits for its first layer's maps; returns the long tasks (ms) seen
@@ -97,7 +102,7 @@ async function loadModel(arch, timeout = 120_000) {
 test('a sample is classified', async () => {
   await page.goto(base);
   await page.waitForSelector(`${$('model-status')}[data-state="ready"]`, { timeout: 60_000 });
-  await page.click(`${$('sample-image')}[alt="cat-0.jpg"]`);
+  await page.click(`${$('sample-image')}[data-name="cat-0.jpg"]`);
   await waitForRun('cat-0.jpg');
   await waitForMaps();
 });
@@ -112,7 +117,7 @@ for (const width of [420, 1400, 1920]) {
     await waitForMaps();
     let seen = await mapsOnScreen();
     assert.ok(seen.panelVisible && seen.mapsVisible, `table click at ${width} px: ${JSON.stringify(seen)}`);
-    assert.equal(await page.locator($('activation-map')).count(), 64);
+    assert.equal(await channelCount(page), 64);
     await page.screenshot({ path: join(artifacts, `usability-table-click-${width}.png`) });
     // The diagram block (another layer, so that the selection changes).
     await page.evaluate(() => scrollTo(0, 0));
@@ -121,7 +126,7 @@ for (const width of [420, 1400, 1920]) {
     await waitForMaps();
     seen = await mapsOnScreen();
     assert.ok(seen.panelVisible && seen.mapsVisible, `diagram click at ${width} px: ${JSON.stringify(seen)}`);
-    assert.equal(await page.locator($('activation-map')).count(), 32);
+    assert.equal(await channelCount(page), 32);
     await page.screenshot({ path: join(artifacts, `usability-diagram-click-${width}.png`) });
     // The focus stays on the page, not moved to the maps.
     assert.equal(await page.evaluate(() => !!document.activeElement?.closest?.('section.activations')), false);
@@ -145,59 +150,88 @@ test('stepping through every layer of cifar-resnet20 with the keyboard: no long 
   // A few classes' logits: one labelled bar each.
   assert.deepEqual(await page.$$eval($('logit-row'), (rs) => rs.map((r) => r.dataset.class)),
     ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']);
-  assert.equal(await page.locator($('activation-map')).count(), 0);
+  assert.equal(await channelCount(page), 0);
   await page.locator('section.activations').screenshot({ path: join(artifacts, 'usability-logits-resnet20.png') });
   const tasks = await longTasks();
   assert.ok(tasks.every((d) => d <= LONG_TASK_MS), `long tasks (ms): ${tasks}`);
 });
 
-/// Selects `from` and steps with ArrowDown to the last layer, waiting for each layer's maps;
-/// returns the long tasks (ms) seen from the first step on.
-async function stepToTheEnd(arch, from) {
-  await selectLayerByName(from);
+/// Named long tasks ("layer ms", from `longTasks(steps)`): none over the bound.
+function assertNoFreeze(named) {
+  const over = named.filter((t) => Number(t.split(' ').pop()) > LONG_TASK_MS);
+  assert.deepEqual(over, [], `long tasks over ${LONG_TASK_MS} ms (layer ms): ${named}`);
+}
+
+/// Selects the input and steps with ArrowDown through every layer to the last, waiting for each
+/// layer's maps; returns the long tasks (ms) seen from the first step on.
+async function stepToTheEnd(arch) {
+  await page.selectOption($('layer-select'), '0');
   await waitForMaps(60_000);
   await page.focus($('layer-select'));
   await watchLongTasks();
   const last = await page.$eval($('layer-select'), (s) => s.options[s.options.length - 1].value);
   const vectors = [];
+  const steps = [];
   while ((await selectedNode()) !== last) {
     const before = await selectedNode();
+    steps.push([await page.evaluate(() => performance.now()), await page.$eval($('layer-select'), (s) => s.options[s.selectedIndex + 1].textContent.split(' — ')[0])]);
     await page.keyboard.press('ArrowDown');
     await page.waitForFunction(([sel, before]) => document.querySelector(sel).value !== before, [$('layer-select'), before]);
     await waitForMaps(60_000);
     const v = await page.$$eval($('activation-vector'), (vs) => vs.map((v) => Number(v.dataset.values)));
     vectors.push(...v);
+    // The canvas holds the rows near the view only (a view above and below), not every row.
+    const held = await page.$$eval($('activation-tiles'), (cs) => cs.map((c) => [c.height, c.closest('[data-testid="activation-grid"]').clientHeight]));
+    for (const [height, view] of held) assert.ok(height <= 3 * view + 59, `${await selectedNode()}: a ${height} px canvas for a ${view} px view`);
   }
-  assert.equal(await page.locator($('activation-map')).count(), 0, `${arch}: the last layer is a vector, no tiles`);
-  return { tasks: await longTasks(), vectors };
+  assert.equal(await channelCount(page), 0, `${arch}: the last layer is a vector, no tiles`);
+  return { tasks: await longTasks(steps), vectors };
 }
 
-test('vgg16 (untrained): flatten (25,088 values) and the classifier are one canvas each, no long task', async (t) => {
+test('vgg16 (untrained): every layer by keyboard, flatten (25,088 values) and the classifier one canvas each, no freeze', async (t) => {
   // Building and running vgg16 in the worker takes seconds; measured only once it is ready.
   const loading = await loadModel('vgg16');
   t.diagnostic(`vgg16 long tasks while loading and drawing features.1 (64×224×224) (ms): ${loading.join(', ') || 'none'}`);
-  const { tasks, vectors } = await stepToTheEnd('vgg16', 'avgpool');
+  const { tasks, vectors } = await stepToTheEnd('vgg16');
   assert.ok(vectors.includes(25_088), `flatten drawn as one vector: ${vectors}`);
   assert.ok(vectors.includes(1000), `the logits drawn as one vector: ${vectors}`);
   await page.locator('section.activations').screenshot({ path: join(artifacts, 'usability-logits-vgg16.png') });
   await selectLayerByName('flatten');
   await waitForMaps();
   await page.locator('section.activations').screenshot({ path: join(artifacts, 'usability-flatten-vgg16.png') });
-  t.diagnostic(`vgg16 long tasks while stepping (ms): ${tasks.join(', ') || 'none'}`);
-  assert.ok(tasks.every((d) => d <= LONG_TASK_MS), `long tasks (ms): ${tasks}`);
+  t.diagnostic(`vgg16 long tasks while stepping (layer ms): ${tasks.join(', ') || 'none'}`);
+  assertNoFreeze(tasks);
 });
 
-test('resnet50 (untrained): avgpool, flatten and fc are one canvas each, no long task', async (t) => {
+test('resnet50 (untrained): every layer by keyboard, avgpool, flatten and fc one canvas each, no freeze', async (t) => {
   const loading = await loadModel('resnet50');
   t.diagnostic(`resnet50 long tasks while loading and drawing layer1.0 (ms): ${loading.join(', ') || 'none'}`);
-  const { tasks, vectors } = await stepToTheEnd('resnet50', 'layer4.2.relu');
+  const { tasks, vectors } = await stepToTheEnd('resnet50');
   assert.ok(vectors.includes(2048), `avgpool drawn as one vector: ${vectors}`);
   assert.ok(vectors.includes(1000), `fc drawn as one vector: ${vectors}`);
   await selectLayerByName('avgpool');
   await waitForMaps();
   await page.locator('section.activations').screenshot({ path: join(artifacts, 'usability-avgpool-resnet50.png') });
-  t.diagnostic(`resnet50 long tasks while stepping (ms): ${tasks.join(', ') || 'none'}`);
-  assert.ok(tasks.every((d) => d <= LONG_TASK_MS), `long tasks (ms): ${tasks}`);
+  // 2,048 channels: the grid scrolled to its end draws the last rows, and a click there picks one.
+  await selectLayerByName('layer4.2.relu');
+  await waitForMaps();
+  const rows = await page.$eval($('activation-grid'), (g) => Number(g.dataset.rows));
+  const first = await page.$eval($('activation-grid'), (g) => g.dataset.held);
+  await clickChannel(page, 2047);
+  await page.waitForFunction((first) => document.querySelector('[data-testid="activation-grid"]').dataset.held !== first, first);
+  assert.equal(await activeChannel(page), 2047);
+  const [from, to] = (await page.$eval($('activation-grid'), (g) => g.dataset.held)).split('-').map(Number);
+  assert.ok(from > 0 && to === rows, `rows ${from}–${to} of ${rows} held at the end`);
+  const drawn = await page.$eval($('activation-tiles'), (c, from) => {
+    const g = c.closest('[data-testid="activation-grid"]');
+    const { cols, tile, gap } = Object.fromEntries(['cols', 'tile', 'gap'].map((k) => [k, Number(g.dataset[k])]));
+    const [x, y] = [(2047 % cols) * (tile + gap) + tile / 2, (Math.floor(2047 / cols) - from) * (tile + gap) + tile / 2];
+    return c.getContext('2d').getImageData(x, y, 1, 1).data[3];
+  }, from);
+  assert.equal(drawn, 255, 'the last tile is drawn');
+  await page.locator('section.activations').screenshot({ path: join(artifacts, 'usability-layer4-end-resnet50.png') });
+  t.diagnostic(`resnet50 long tasks while stepping (layer ms): ${tasks.join(', ') || 'none'}`);
+  assertNoFreeze(tasks);
 });
 
 test('no console errors', () => {

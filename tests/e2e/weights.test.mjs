@@ -48,7 +48,7 @@ test('a .pth chosen in the file input becomes the model; a truncated one leaves 
   // Start from an untrained net, so that everything visibly changes.
   await page.selectOption($('model-select'), 'cifar-resnet32');
   await ready();
-  await page.click(`${$('sample-image')}[alt="cat-0.jpg"]`);
+  await page.click(`${$('sample-image')}[data-name="cat-0.jpg"]`);
   await waitForImage(page, 'cat-0.jpg');
   assert.ok(await page.$(`${$('untrained-note')}`), 'random weights make no predictions');
   const randomTiles = await filterTiles();
@@ -71,7 +71,7 @@ test('a .pth chosen in the file input becomes the model; a truncated one leaves 
   await page.waitForSelector($('error-banner'), { timeout: 30_000 });
   assert.match(await page.textContent($('error-banner')), /cannot load cut\.pth: not a valid PyTorch \.pth file/);
   assert.ok(await page.$(`${$('user-weights')}[data-arch="cifar-resnet20"]`), 'the previous file is still the model');
-  await page.click(`${$('sample-image')}[alt="ship-0.jpg"]`);
+  await page.click(`${$('sample-image')}[data-name="ship-0.jpg"]`);
   await waitForImage(page, 'ship-0.jpg');
   assert.equal(await page.textContent($('top-class')), 'ship', 'the previous model still classifies');
   assert.deepEqual(errors, []);

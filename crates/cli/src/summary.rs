@@ -128,7 +128,10 @@ pub fn render(title: &str, description: &str, s: &Summary) -> String {
             true => thousands(row.activations),
             false => format!("({})", thousands(row.activations)),
         };
-        let mut name = row.name.clone();
+        let mut name = match &row.paper {
+            Some(paper) => format!("{} ({paper})", row.name),
+            None => row.name.clone(),
+        };
         if let Some(note) = &row.note {
             // The same remark on several layers is one footnote.
             let k = match notes.iter().position(|(n, _)| n == note) {

@@ -98,6 +98,13 @@ fn summary_totals_are_the_published_numbers() {
     }
     let j = json(&["summary", "--arch", "vgg16", "--json"]);
     assert_eq!(j["total_activations"], 15_237_608);
+    // VGG's layers also carry the paper's names, in the JSON and in the table.
+    let row =
+        |name: &str| j["layers"].as_array().unwrap().iter().find(|l| l["name"] == name).cloned().unwrap();
+    assert_eq!(row("features.17")["paper"], "conv4_1");
+    assert!(row("features.18").get("paper").is_some_and(|p| p == "relu4_1"));
+    let text = stdout(&resnet(&["summary", "--arch", "vgg16"]));
+    assert!(text.contains("features.17 (conv4_1)"), "{text}");
 }
 
 #[test]

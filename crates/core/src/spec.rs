@@ -180,6 +180,9 @@ pub struct Node {
     pub stage: Option<String>,
     /// A remark for the layer table (e.g. where we follow torchvision rather than the paper).
     pub note: Option<String>,
+    /// The paper's name where it differs from the module path (VGG's `conv4_1` for
+    /// `features.17`).
+    pub paper: Option<String>,
 }
 
 impl Node {
@@ -326,6 +329,8 @@ pub struct LayerRow {
     pub block: Option<String>,
     pub stage: Option<String>,
     pub note: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paper: Option<String>,
 }
 
 /// The layer table for one input size.
@@ -602,6 +607,7 @@ impl Graph {
                 block: node.block.map(|b| self.blocks[b].name.clone()),
                 stage: node.stage.clone(),
                 note: node.note.clone(),
+                paper: node.paper.clone(),
             });
         }
         let total_activations = input.elements() as u64
@@ -683,8 +689,14 @@ impl GraphBuilder {
             block: self.block,
             stage: self.stage.clone(),
             note: None,
+            paper: None,
         });
         self.nodes.len() - 1
+    }
+
+    /// Gives `id` the paper's name for it (see `Node::paper`).
+    pub fn paper_name(&mut self, id: NodeId, name: String) {
+        self.nodes[id].paper = Some(name);
     }
 
     pub fn note(&mut self, id: NodeId, note: &str) {

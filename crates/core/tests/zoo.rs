@@ -233,3 +233,21 @@ fn depth_is_the_number_in_the_name() {
         assert_eq!(resnet_core::find_arch(arch).unwrap().graph().depth(), depth, "{arch}");
     }
 }
+
+#[test]
+fn vgg_layers_carry_the_papers_names() {
+    let paper = |arch: &str, layer: &str| {
+        let g = find_arch(arch).unwrap().graph();
+        g.nodes[g.node(layer).unwrap()].paper.clone()
+    };
+    assert_eq!(paper("vgg16", "features.17").as_deref(), Some("conv4_1"));
+    assert_eq!(paper("vgg16", "features.18").as_deref(), Some("relu4_1"));
+    assert_eq!(paper("vgg16", "features.23").as_deref(), Some("pool4"));
+    assert_eq!(paper("vgg16", "features.28").as_deref(), Some("conv5_3"));
+    assert_eq!(paper("vgg16", "classifier.6").as_deref(), Some("fc8"));
+    assert_eq!(paper("vgg19", "features.34").as_deref(), Some("conv5_4"));
+    // With BatchNorm the numbering shifts; the paper's names do not.
+    assert_eq!(paper("cifar-vgg19", "features.27").as_deref(), Some("conv4_1"));
+    assert_eq!(paper("cifar-vgg19", "features.28"), None, "a BatchNorm has no name in the paper");
+    assert_eq!(paper("resnet18", "layer1.0.conv1"), None);
+}

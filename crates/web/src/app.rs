@@ -33,7 +33,9 @@ use crate::decode::{decode_blob, decode_img, Decoded};
 use crate::events;
 use crate::fetch::{fetch_weights, weights_url};
 use crate::link::{self, DeepLink};
-use crate::protocol::{CamMap, FilterBank, Request, Response, RunResult};
+use crate::protocol::{
+    evict, CamMap, FeatureMap, FilterBank, MapParts, Request, Response, RunResult, MAP_BUDGET,
+};
 use crate::viz::rgb_to_rgba;
 use crate::worker::InferenceWorker;
 use std::collections::VecDeque;
@@ -56,6 +58,8 @@ pub enum LoadState {
 
 pub enum Msg {
     SelectModel(String),
+    /// The picked layer has stayed picked long enough: its CAM is worth a backward pass.
+    CamDue,
     Fetched {
         job: u32,
         result: Result<Vec<u8>, String>,
@@ -214,11 +218,27 @@ pub struct App {
     view: Option<InputView>,
     /// The last run's activation maps; a new `Shared` whenever one arrives.
     maps: Maps,
+    /// The run before's maps, on screen (marked busy) until the new run's arrive: the panel
+    /// keeps its size instead of collapsing while a new image runs.
+    stale_maps: Maps,
     requested: Vec<usize>,
+    /// The nodes of `maps`, oldest first: the oldest go when they exceed `MAP_BUDGET`.
+    map_order: Vec<usize>,
+    /// A large map arriving in parts.
+    map_parts: MapParts,
     selected: usize,
     /// The channel shown enlarged.
     channel: usize,
     cam: CamState,
+    /// Delays the CAM of a picked layer: stepping through layers with the arrow keys would
+    /// queue a backward pass per step in the worker, ahead of the maps the user is looking at.
+    cam_timer: Option<Timeout>,
+    link: html::Scope<App>,
+    /// A layer was picked below or beside the maps: bring them into view once rendered.
+    scroll_to_maps: bool,
+    /// While a new model builds and runs, the panels keep the heights they had (see
+    /// [`hold_panel_heights`]); true until the new model's maps are shown.
+    holding_heights: bool,
     erf: ErfState,
     error: Option<AttrValue>,
     /// The user's weights file being read and built in the worker, and the one the model runs.
@@ -232,6 +252,9 @@ pub struct App {
     _listeners: Vec<EventListener>,
     _panic_channel: Option<(web_sys::BroadcastChannel, EventListener)>,
 }
+
+/// How long a picked layer stays picked before its CAM is computed.
+const CAM_DELAY_MS: u32 = 300;
 
 fn spawn_worker(link: &html::Scope<App>) -> WorkerBridge<InferenceWorker> {
     let cb = link.callback(Msg::Worker);
@@ -295,6 +318,30 @@ fn scroll_to_maps() {
     win.scroll_to_with_x_and_y(x, (top as f64 - 8.0).max(0.0));
 }
 
+/// Each panel keeps at least its present height (`data-held` marks it): a model switch empties
+/// the prediction, filters and maps for a second, and the page below jumped up and back.
+fn hold_panel_heights() {
+    use wasm_bindgen::JsCast;
+    let Ok(panels) = gloo::utils::document().query_selector_all("main > section.panel") else { return };
+    for el in (0..panels.length()).filter_map(|i| panels.item(i)?.dyn_into::<web_sys::Element>().ok()) {
+        let height = el.get_bounding_client_rect().height();
+        let _ = el.set_attribute("style", &format!("min-height: {height:.0}px"));
+        let _ = el.set_attribute("data-held", "");
+    }
+}
+
+/// The panels take their own heights again.
+fn release_panel_heights() {
+    use wasm_bindgen::JsCast;
+    let Ok(panels) = gloo::utils::document().query_selector_all("main > section.panel[data-held]") else {
+        return;
+    };
+    for el in (0..panels.length()).filter_map(|i| panels.item(i)?.dyn_into::<web_sys::Element>().ok()) {
+        let _ = el.remove_attribute("style");
+        let _ = el.remove_attribute("data-held");
+    }
+}
+
 /// `cat-0` if it names a shipped sample.
 fn sample_name(name: &str) -> Option<&str> {
     let (class, i) = name.rsplit_once('-')?;
@@ -324,6 +371,10 @@ impl App {
 
     /// Switches to `arch` (its state reset, its weights loaded).
     fn switch_model(&mut self, ctx: &Context<Self>, arch: &'static ArchInfo) {
+        if self.result.is_some() && !self.holding_heights {
+            hold_panel_heights();
+            self.holding_heights = true;
+        }
         // A model picked (or linked) replaces the user's file, and one still loading.
         self.file_load = None;
         self.user_file = None;
@@ -455,7 +506,10 @@ impl App {
             rgba: img.rgba.as_ref().clone(),
         };
         self.running = true;
-        self.clear_maps();
+        if !self.maps.is_empty() {
+            self.stale_maps = std::mem::take(&mut self.maps);
+        }
+        self.requested.clear();
         self.erf = ErfState::default();
         // A new image is explained for its own top class; the old map stays on screen (marked
         // busy) until the new one arrives.
@@ -490,7 +544,8 @@ impl App {
         let rows = &self.model.summary.layers;
         let spatial = rows.get(node.wrapping_sub(1)).is_some_and(|r| r.out_shape[1] * r.out_shape[2] > 1);
         self.cam.layer = spatial.then_some(node);
-        self.request_cam();
+        let link = self.link.clone();
+        self.cam_timer = Some(Timeout::new(CAM_DELAY_MS, move || link.send_message(Msg::CamDue)));
     }
 
     fn request_cam(&mut self) {
@@ -512,11 +567,42 @@ impl App {
         self.worker.send(Request::Cam { job: self.cam.job, layer, class, method });
     }
 
+    fn add_maps(&mut self, maps: Vec<FeatureMap>) {
+        // A new map, never one changed in place: the panels compare pointers.
+        let mut all = (*self.maps).clone();
+        for m in maps {
+            self.requested.retain(|&n| n != m.node);
+            self.map_order.retain(|&n| n != m.node);
+            self.map_order.push(m.node);
+            all.insert(m.node, Shared::new(m));
+        }
+        let wanted = self.wanted_layers();
+        evict(&mut all, &mut self.map_order, &wanted, MAP_BUDGET, |m| m.data.len());
+        self.maps = Shared::new(all);
+        if self.maps.contains_key(&self.selected) {
+            self.stale_maps = Maps::default();
+        }
+    }
+
     fn clear_maps(&mut self) {
         if !self.maps.is_empty() {
             self.maps = Maps::default();
         }
+        if !self.stale_maps.is_empty() {
+            self.stale_maps = Maps::default();
+        }
         self.requested.clear();
+        self.map_order.clear();
+        self.map_parts = MapParts::default();
+    }
+
+    /// The maps the panel shows: this run's, or while they are on their way the last run's.
+    fn shown_maps(&self) -> (Maps, bool) {
+        if self.maps.contains_key(&self.selected) || self.stale_maps.is_empty() {
+            (self.maps.clone(), false)
+        } else {
+            (self.stale_maps.clone(), true)
+        }
     }
 
     /// The layers the activation panel needs: the selection, and for a residual block its x,
@@ -542,11 +628,13 @@ impl App {
         if self.result.is_none() || self.running {
             return;
         }
-        let missing: Vec<usize> = self
+        let mut missing: Vec<usize> = self
             .wanted_layers()
             .into_iter()
             .filter(|n| !self.maps.contains_key(n) && !self.requested.contains(n))
             .collect();
+        // The selected layer's maps first: they come one message each.
+        missing.sort_by_key(|&n| n != self.selected);
         if !missing.is_empty() {
             self.requested.extend(&missing);
             self.worker.send(Request::Maps { job: self.run_job, nodes: missing });
@@ -597,10 +685,17 @@ impl Component for App {
             result: None,
             view: None,
             maps: Maps::default(),
+            stale_maps: Maps::default(),
             requested: vec![],
+            map_order: vec![],
+            map_parts: MapParts::default(),
             selected,
             channel: 0,
             erf: ErfState::default(),
+            cam_timer: None,
+            link: ctx.link().clone(),
+            scroll_to_maps: false,
+            holding_heights: false,
             cam: CamState {
                 map: None,
                 class: None,
@@ -724,13 +819,16 @@ impl Component for App {
                     if job != self.run_job {
                         return false;
                     }
-                    // A new map, never one changed in place: the panels compare pointers.
-                    let mut all = (*self.maps).clone();
-                    for m in maps {
-                        self.requested.retain(|&n| n != m.node);
-                        all.insert(m.node, Shared::new(m));
+                    self.add_maps(maps);
+                }
+                Response::MapPart { job, node, shape, offset, values } => {
+                    if job != self.run_job {
+                        return false;
                     }
-                    self.maps = Shared::new(all);
+                    match self.map_parts.add(node, shape, offset, values) {
+                        Some(map) => self.add_maps(vec![map]),
+                        None => return false,
+                    }
                 }
                 Response::Cam { job, cam } => {
                     if job != self.cam.job {
@@ -911,10 +1009,14 @@ impl Component for App {
             Msg::SelectLayer(node) | Msg::ShowLayer(node) if node >= self.model.graph.nodes.len() => {
                 return false
             }
+            Msg::CamDue => {
+                self.cam_timer = None;
+                self.request_cam();
+            }
             Msg::SelectLayer(node) => self.select_layer(node),
             Msg::ShowLayer(node) => {
                 self.select_layer(node);
-                scroll_to_maps();
+                self.scroll_to_maps = true;
             }
             Msg::CamClass(class) => {
                 self.cam.class = Some(class);
@@ -936,7 +1038,7 @@ impl Component for App {
                 let Some(node) = self.filters.as_ref().map(|f| f.node) else { return false };
                 self.select_layer(node);
                 self.channel = c;
-                scroll_to_maps();
+                self.scroll_to_maps = true;
             }
             Msg::Unit(y, x) => {
                 if self.result.is_none() || self.running {
@@ -958,6 +1060,21 @@ impl Component for App {
     /// Keeps the address's hash on what is shown (not while a followed link is still being
     /// restored: its layer would be overwritten by the default one).
     fn rendered(&mut self, _ctx: &Context<Self>, _first: bool) {
+        // Released once the new model's maps are on screen, or nothing more is coming.
+        let settled = match self.load {
+            LoadState::Ready { .. } => self.image.is_none() || self.maps.contains_key(&self.selected),
+            LoadState::Failed => true,
+            _ => false,
+        };
+        if self.holding_heights && (settled || self.error.is_some()) {
+            release_panel_heights();
+            self.holding_heights = false;
+        }
+        // After the render: scrolled before it, Chrome's scroll anchoring put the page back
+        // where the click was once the maps panel changed size.
+        if std::mem::take(&mut self.scroll_to_maps) {
+            scroll_to_maps();
+        }
         if self.restore.is_some() {
             return;
         }
@@ -970,6 +1087,7 @@ impl Component for App {
 
     fn view(&self, _ctx: &Context<Self>) -> Html {
         let (m, on) = (&self.model, &self.on);
+        let (maps, stale) = self.shown_maps();
         html! {
             <>
             <Header model={m.clone()} load={self.load.clone()} running={self.running} on_model={on.select_model.clone()} />
@@ -1017,7 +1135,8 @@ impl Component for App {
                     graph={m.graph.clone()}
                     summary={m.summary.clone()}
                     selected={self.selected}
-                    maps={self.maps.clone()}
+                    maps={maps}
+                    stale={stale}
                     view={self.view.clone()}
                     has_result={self.result.is_some()}
                     on_select={on.select_layer.clone()}
@@ -1029,10 +1148,8 @@ impl Component for App {
                     labels={m.arch.dataset.labels()}
                 />
                 <ResidualStream graph={m.graph.clone()} result={self.result.clone()} running={self.running} on_select={on.show_layer.clone()} />
-                <div class="split">
-                    <LayerTable graph={m.graph.clone()} summary={m.summary.clone()} selected={self.selected} on_select={on.show_layer.clone()} result={self.result.clone()} />
-                    <Diagram graph={m.graph.clone()} summary={m.summary.clone()} selected={self.selected} on_select={on.show_layer.clone()} result={self.result.clone()} />
-                </div>
+                <LayerTable graph={m.graph.clone()} summary={m.summary.clone()} selected={self.selected} on_select={on.show_layer.clone()} result={self.result.clone()} />
+                <Diagram graph={m.graph.clone()} summary={m.summary.clone()} selected={self.selected} on_select={on.show_layer.clone()} result={self.result.clone()} />
             </main>
             <Footer />
             </>

@@ -83,11 +83,26 @@ impl Engine {
         let input = self.model.arch.preprocess().prepare(img).map_err(err)?;
         let x = input.tensor(&Device::Cpu).map_err(err)?;
         self.taps.clear(); // free the last run's outputs before computing new ones
-                           // The inference itself, timed node by node (a clock reading per node: microseconds).
-        let t0 = clock();
-        let (logits, node_ms) = self.model.forward_timed(&x, clock).map_err(err)?;
-        let logits: Vec<f32> = logits.flatten_all().and_then(|t| t.to_vec1()).map_err(err)?;
-        let inference_ms = clock() - t0;
+                           // The inference, timed node by node (a clock reading per node: microseconds). One timing
+                           // is noise: a fast net runs again (up to 5 runs, ~150 ms in all); the page shows the
+                           // median, and the layer table the breakdown of the median run, so its rows add up to
+                           // no more than the time shown.
+        let mut runs: Vec<(f64, Vec<f64>)> = Vec::new();
+        let mut logits = None;
+        while runs.len() < 5
+            && (runs.is_empty() || runs.iter().map(|r| r.0).sum::<f64>() + runs[0].0 <= 150.0)
+        {
+            let t0 = clock();
+            let (out, node_ms) = self.model.forward_timed(&x, clock).map_err(err)?;
+            if logits.is_none() {
+                logits = Some(out.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(err)?);
+            }
+            runs.push((clock() - t0, node_ms));
+        }
+        let logits = logits.unwrap_or_default();
+        let inference_runs: Vec<f64> = runs.iter().map(|r| r.0).collect();
+        let inference_ms = median(&inference_runs);
+        let node_ms = median_run(runs);
         let probs = softmax(&Tensor::new(logits.as_slice(), &Device::Cpu).map_err(err)?)
             .and_then(|t| t.to_vec1())
             .map_err(err)?;
@@ -104,6 +119,7 @@ impl Engine {
             logits,
             probs,
             inference_ms,
+            inference_runs,
             node_ms,
             taps_ms,
             blocks,
@@ -169,5 +185,46 @@ impl Engine {
 
     pub fn graph(&self) -> &resnet_core::Graph {
         &self.model.graph
+    }
+}
+
+/// The middle value (the mean of the middle two for an even count).
+/// The breakdown of the run at the (lower) median: its total is at most [`median`]'s.
+fn median_run(mut runs: Vec<(f64, Vec<f64>)>) -> Vec<f64> {
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    match runs.len() {
+        0 => Vec::new(),
+        n => runs.swap_remove((n - 1) / 2).1,
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+#[cfg(test)]
+mod median_tests {
+    #[test]
+    fn the_median_is_the_middle_run() {
+        assert_eq!(super::median(&[30.0, 90.0, 31.0]), 31.0);
+        assert_eq!(super::median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(super::median(&[7.0]), 7.0);
+    }
+
+    #[test]
+    fn the_breakdown_shown_is_of_a_run_no_slower_than_the_median() {
+        let runs = |totals: &[f64]| totals.iter().map(|&t| (t, vec![t / 2.0, t / 2.0])).collect::<Vec<_>>();
+        for totals in [&[9.0, 5.0, 7.0][..], &[8.0, 2.0, 6.0, 4.0], &[3.0]] {
+            let shown: f64 = super::median_run(runs(totals)).iter().sum();
+            assert!(totals.contains(&shown) && shown <= super::median(totals), "{totals:?}: {shown}");
+        }
+        assert_eq!(super::median_run(runs(&[9.0, 5.0, 7.0])), vec![3.5, 3.5]);
+        assert!(super::median_run(Vec::new()).is_empty());
     }
 }

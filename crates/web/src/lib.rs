@@ -3,6 +3,7 @@
 //! compiled on every target; the Yew page and the gloo worker only for wasm32.
 
 pub mod engine;
+pub mod grid;
 pub mod link;
 pub mod protocol;
 pub mod viz;

@@ -18,16 +18,21 @@ fn features(g: &mut GraphBuilder, cfg: &[(usize, usize); 5], batch_norm: bool, b
         idx += 1;
         format!("features.{}", idx - 1)
     };
+    // The paper (and Caffe) name them by block: conv4_1 is block 4's first conv.
     for (stage, &(convs, ch)) in cfg.iter().enumerate() {
         g.begin_stage(&format!("block{}", stage + 1));
-        for _ in 0..convs {
+        for i in 0..convs {
+            let paper = format!("{}_{}", stage + 1, i + 1);
             x = g.conv(&next(), x, ch, 3, 1, 1, bias);
+            g.paper_name(x, format!("conv{paper}"));
             if batch_norm {
                 x = g.bn(&next(), x);
             }
             x = g.relu(&next(), x);
+            g.paper_name(x, format!("relu{paper}"));
         }
         x = g.max_pool(&next(), x, 2, 2, 0, false);
+        g.paper_name(x, format!("pool{}", stage + 1));
     }
     x
 }
@@ -40,12 +45,15 @@ pub fn vgg(cfg: &[(usize, usize); 5]) -> Graph {
     let x = g.adaptive_avg_pool("avgpool", x, 7, 7);
     let x = g.flatten("flatten", x, 512 * 7 * 7);
     let x = g.linear("classifier.0", x, 4096);
+    g.paper_name(x, "fc6".into());
     let x = g.relu("classifier.1", x);
     let x = g.dropout("classifier.2", x, 0.5);
     let x = g.linear("classifier.3", x, 4096);
+    g.paper_name(x, "fc7".into());
     let x = g.relu("classifier.4", x);
     let x = g.dropout("classifier.5", x, 0.5);
-    g.linear("classifier.6", x, 1000);
+    let x = g.linear("classifier.6", x, 1000);
+    g.paper_name(x, "fc8".into());
     g.finish()
 }
 

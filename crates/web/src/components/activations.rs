@@ -9,11 +9,13 @@ use resnet_core::spec::{Block, Graph, ShortcutKind};
 use resnet_core::Summary;
 use yew::prelude::*;
 
+use super::channel_grid::ChannelGrid;
 use super::zoom::UnitZoom;
 use super::{ColourBar, InputView, Raster, Shared};
+use crate::grid::TILE;
 use crate::protocol::FeatureMap;
 use crate::viz::thousands;
-use crate::viz::{map_rgba, vector_strip, Scale, VectorStrip};
+use crate::viz::{map_rgba, vector_strip, Scale, TileAtlas, VectorStrip};
 
 /// The maps fetched so far, by node.
 pub type Maps = Shared<HashMap<usize, Shared<FeatureMap>>>;
@@ -24,6 +26,9 @@ pub struct Props {
     pub summary: Shared<Summary>,
     pub selected: usize,
     pub maps: Maps,
+    /// `maps` are the last run's: a new one is on its way.
+    #[prop_or_default]
+    pub stale: bool,
     /// The input crop, for the overlay.
     pub view: Option<InputView>,
     pub has_result: bool,
@@ -39,13 +44,10 @@ pub struct Props {
     pub labels: Option<&'static [&'static str]>,
 }
 
-/// Channel tiles put into the page per task.
-const TILE_CHUNK: usize = 128;
-
 /// What the panel draws for one layer: a tile per channel, or, for a vector (C×1×1: flatten,
 /// global pools, linear layers, the logits), every value in one canvas.
 enum Drawn {
-    Tiles(Scale, Vec<Shared<Vec<u8>>>),
+    Tiles(Scale, Shared<TileAtlas>),
     /// The strip, and its pixels (taken out of it, in the handle `Raster` compares).
     Vector(Scale, Shared<VectorStrip>, Shared<Vec<u8>>),
 }
@@ -58,33 +60,39 @@ fn draw(map: &FeatureMap) -> Drawn {
         let rgba = Shared::new(std::mem::take(&mut strip.rgba));
         return Drawn::Vector(scale, Shared::new(strip), rgba);
     }
-    let tiles = (0..map.shape[0]).map(|c| Shared::new(map_rgba(map.channel(c), scale))).collect();
-    Drawn::Tiles(scale, tiles)
+    Drawn::Tiles(scale, Shared::new(TileAtlas::new(&map.data, map.shape, scale, TILE as usize)))
 }
 
 #[function_component(Activations)]
 pub fn activations(p: &Props) -> Html {
     let map = p.maps.get(&p.selected).cloned();
-    // Colouring every channel is the expensive part: once per map, not per render.
-    let grid = use_memo(map.clone(), |m| m.as_ref().map(|m| draw(m)));
-    // A canvas per channel costs ~0.2 ms to make and fill: a 2,048-channel layer would hold the
-    // main thread for 400 ms. The tiles come in chunks, one task each; `shown` is how many of
-    // `map`'s tiles are in the page (a new map starts again at one chunk).
-    let shown = use_state(|| (None::<Shared<FeatureMap>>, TILE_CHUNK));
-    let total = match grid.as_ref() {
-        Some(Drawn::Tiles(_, t)) => t.len(),
-        _ => 0,
-    };
-    let limit = if shown.0 == map { shown.1 } else { TILE_CHUNK }.min(total);
+    // Colouring every channel is the expensive part: once per map, not per render, and in a
+    // task of its own: a VGG layer's 3.2 M values arriving from the worker and drawn in the same
+    // task held the main thread for ~140 ms.
+    let drawn = use_state(|| None::<(Shared<FeatureMap>, Shared<Drawn>)>);
     {
-        let shown = shown.clone();
-        use_effect_with((map.clone(), limit, total), move |(map, limit, total)| {
-            if limit < total {
-                let (map, next) = (map.clone(), limit + TILE_CHUNK);
-                Timeout::new(0, move || shown.set((map, next))).forget();
-            }
+        let drawn = drawn.clone();
+        use_effect_with(map.clone(), move |m| {
+            let pending = m.clone().filter(|m| drawn.as_ref().is_none_or(|(d, _)| d != m));
+            let timer =
+                pending.map(|m| Timeout::new(0, move || drawn.set(Some((m.clone(), Shared::new(draw(&m)))))));
+            move || drop(timer)
         });
     }
+    let grid = drawn.as_ref().filter(|(d, _)| Some(d) == map.as_ref()).map(|(_, g)| g.clone());
+    let grid = grid.as_deref();
+    let shapes = p.summary.node_shapes();
+    let [c, h, w] = shapes[p.selected];
+    let ch = p.channel.min(c.saturating_sub(1));
+    // The enlarged channel, coloured on the layer's scale.
+    let scale = match grid {
+        Some(Drawn::Tiles(s, _)) => Some(*s),
+        _ => None,
+    };
+    let big = use_memo((map.clone(), ch, scale), |(m, ch, scale)| match (m, scale) {
+        (Some(m), Some(scale)) if *ch < m.shape[0] => Some(Shared::new(map_rgba(m.channel(*ch), *scale))),
+        _ => None,
+    });
     let g = &p.graph;
     let on_layer = {
         let cb = p.on_select.clone();
@@ -108,13 +116,15 @@ pub fn activations(p: &Props) -> Html {
             }
         });
     }
-    let shapes = p.summary.node_shapes();
     let node = &g.nodes[p.selected];
-    let [c, h, w] = shapes[p.selected];
-    let ch = p.channel.min(c.saturating_sub(1));
-    let body = match (&map, grid.as_ref()) {
-        (Some(m), Some(Drawn::Tiles(scale, tiles))) => {
-            let big = tiles.get(ch).cloned();
+    let body = match (&map, grid) {
+        (Some(_), Some(Drawn::Tiles(scale, atlas))) => {
+            let label = format!(
+                "Channel of {}: {c} maps of {h}×{w}, values {:.3} to {:.3}; arrow keys choose one",
+                node.name,
+                scale.lo(),
+                scale.hi
+            );
             html! {
                 <>
                     { if p.selected == 0 && c == 3 { html! {
@@ -126,18 +136,9 @@ pub fn activations(p: &Props) -> Html {
                         { if scale.signed { " (signed: blue < 0 < red)" } else { " (non-negative)" } }
                     </p>
                     <div class="activation-layout">
-                        <div class="activation-grid" data-testid="activation-grid" data-node={p.selected.to_string()}>
-                            { for tiles.iter().take(limit).enumerate().map(|(n, rgba)| {
-                                let f = p.on_channel.clone();
-                                html! {
-                                    <Raster rgba={rgba.clone()} width={m.shape[2] as u32} height={m.shape[1] as u32}
-                                        class={classes!("pixelated", "activation-map", (n == ch).then_some("active"))}
-                                        testid="activation-map" title={channel_title(p.selected, c, n)}
-                                        onclick={Callback::from(move |_: MouseEvent| f.emit(n))} />
-                                }
-                            }) }
-                        </div>
-                        { match (big, &p.view) {
+                        <ChannelGrid atlas={atlas.clone()} node={p.selected} label={label} active={ch}
+                            on_channel={p.on_channel.clone()} input_rgb={p.selected == 0 && c == 3} />
+                        { match ((*big).clone(), &p.view) {
                             (Some(rgba), Some(view)) if h > 1 => html! {
                                 <UnitZoom graph={p.graph.clone()} node={p.selected} channel={ch} map={rgba}
                                     width={w} height={h} input={view.clone()} erf={p.erf.clone()}
@@ -162,13 +163,15 @@ pub fn activations(p: &Props) -> Html {
                 } }
             </>
         },
+        (Some(_), _) => html! { <p class="muted"><span class="spinner"></span>{ "drawing the maps…" }</p> },
         _ if p.has_result => {
             html! { <p class="muted"><span class="spinner"></span>{ "fetching the maps from the worker…" }</p> }
         }
         _ => html! { <p class="muted">{ "Classify an image to see what every layer makes of it." }</p> },
     };
     html! {
-        <section class="panel activations" aria-label="Activation maps">
+        <section class={classes!("panel", "activations", p.stale.then_some("busy"))} aria-label="Activation maps"
+            data-busy={p.stale.to_string()} aria-busy={p.stale.to_string()}>
             <h2>{ "Activation maps" }</h2>
             <label>{ "Layer " }
                 <select data-testid="layer-select" ref={select_ref} onchange={on_layer}>
@@ -176,7 +179,10 @@ pub fn activations(p: &Props) -> Html {
                         let [c, h, w] = shapes[i];
                         html! {
                             <option value={i.to_string()} selected={i == p.selected}>
-                                { format!("{} — {} — {c}×{h}×{w}", n.name, n.op.kind()) }
+                                { match &n.paper {
+                                    Some(paper) => format!("{} — {} ({paper}) — {c}×{h}×{w}", n.name, n.op.kind()),
+                                    None => format!("{} — {} — {c}×{h}×{w}", n.name, n.op.kind()),
+                                } }
                             </option>
                         }
                     }) }
@@ -186,14 +192,6 @@ pub fn activations(p: &Props) -> Html {
             <ResidualView graph={p.graph.clone()} summary={p.summary.clone()} selected={p.selected}
                 channel={ch} maps={p.maps.clone()} has_result={p.has_result} />
         </section>
-    }
-}
-
-/// "channel 0", or for the input's colour channels "channel 0: R (normalised)".
-fn channel_title(node: usize, channels: usize, n: usize) -> String {
-    match (node, channels) {
-        (0, 3) => format!("channel {n}: {} (normalised)", ["R", "G", "B"][n]),
-        _ => format!("channel {n}"),
     }
 }
 
@@ -385,6 +383,7 @@ fn residual_view(p: &ResidualProps) -> Html {
     // One scale for all panes: F(x) + x = H(x) before the ReLU can be compared by eye. Coloured
     // once per set of maps and channel; `None` until every pane's map has arrived.
     let shapes = p.summary.node_shapes();
+    let g_names: Vec<&str> = p.graph.nodes.iter().map(|n| n.name.as_str()).collect();
     let zero_pad = block.and_then(|b| ZeroPad::of(b, &shapes));
     // The channel each pane shows: output channel `ch` everywhere, except x before an option-A
     // shortcut, where it is the input channel that `ch` carries (none for a zero channel).
@@ -448,7 +447,8 @@ fn residual_view(p: &ResidualProps) -> Html {
                         Ok(_) if shortcut_pane && padding.is_some() => html! {
                             <div class="zero-channel" data-testid="zero-channel">{ format!("channel {ch} of shortcut(x) is zero padding") }</div>
                         },
-                        Ok(rgba) => html! { <Raster rgba={rgba.clone()} width={w as u32} height={h as u32} class="pixelated" /> },
+                        Ok(rgba) => html! { <Raster rgba={rgba.clone()} width={w as u32} height={h as u32} class="pixelated"
+                            label={format!("{title}: {}, channel {ch}", g_names[*node])} /> },
                         Err(_) => html! { <div class="zero-channel" data-testid="zero-channel">{ format!("no channel of x feeds channel {ch}: the shortcut pads it with zeros") }</div> },
                     };
                     let shown = match (is_x, zero_pad.and_then(|z| z.source(ch))) {

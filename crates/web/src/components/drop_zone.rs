@@ -1,10 +1,11 @@
 //! The input panel: drop zone, file picker, sample strip, and the exact input the net sees.
 
 use resnet_core::arch::CIFAR10_CLASSES;
+use wasm_bindgen::JsCast;
 use web_sys::{File, HtmlImageElement, HtmlInputElement};
 use yew::prelude::*;
 
-use super::{InputView, Raster};
+use super::{roving_focus, InputView, Raster};
 
 /// Samples per class in `www/samples/` (`<class>-<i>.jpg`).
 pub const SAMPLES_PER_CLASS: usize = 3;
@@ -39,14 +40,35 @@ pub fn drop_zone(p: &Props) -> Html {
             input.set_value(""); // picking the same file again fires again
         })
     };
+    // A sample is a button around its picture: Tab reaches the strip, arrows move along it,
+    // Enter or Space classifies (a button's click).
     let on_sample = {
         let cb = p.on_sample.clone();
         Callback::from(move |e: MouseEvent| {
-            let img: HtmlImageElement = e.target_unchecked_into();
-            let name = img.alt();
-            cb.emit((img, name));
+            // Yew delegates events: the target is the picture (or the button, by keyboard).
+            let Some(target) = e.target().and_then(|t| t.dyn_into::<web_sys::Element>().ok()) else { return };
+            let Some(button) = target.closest(".sample").ok().flatten() else { return };
+            let (Some(name), Some(img)) =
+                (button.get_attribute("data-name"), button.query_selector("img").ok().flatten())
+            else {
+                return;
+            };
+            cb.emit((img.unchecked_into(), name));
         })
     };
+    let on_sample_key = Callback::from(|e: KeyboardEvent| {
+        roving_focus(&e, ".samples", ".sample");
+    });
+    let current = p.image.as_ref().map(|(n, ..)| n.clone());
+    let samples: Vec<(&str, usize, String)> = CIFAR10_CLASSES
+        .iter()
+        .flat_map(|&class| (0..SAMPLES_PER_CLASS).map(move |i| (class, i, format!("{class}-{i}.jpg"))))
+        .collect();
+    // The strip's one Tab stop: the sample shown, else the first (a user's own "x.jpg" is none).
+    let first_stop = current
+        .clone()
+        .filter(|n| samples.iter().any(|(.., s)| s == n))
+        .unwrap_or_else(|| samples[0].2.clone());
     html! {
         <section class="panel input" aria-label="Input">
             <h2>{ "Input" }</h2>
@@ -99,13 +121,16 @@ pub fn drop_zone(p: &Props) -> Html {
                 </figure>
             </div>
             <h3>{ "Samples from the CIFAR-10 test set" }</h3>
-            <div class="samples">
-                { for CIFAR10_CLASSES.iter().flat_map(|class| (0..SAMPLES_PER_CLASS).map(move |i| (class, i))).map(|(class, i)| {
-                    let name = format!("{class}-{i}.jpg");
+            <div class="samples" role="group" aria-label="Samples: arrow keys move, Enter classifies">
+                { for samples.into_iter().map(|(class, i, name)| {
+                    let stop = name == first_stop;
                     html! {
-                        <img src={format!("samples/{name}")} alt={name.clone()} title={format!("{class} (click to classify)")}
-                            width="32" height="32" data-testid="sample-image" data-class={*class}
-                            onclick={on_sample.clone()} />
+                        <button type="button" class="sample" data-testid="sample-image" data-name={name.clone()} data-class={class}
+                            title={format!("{class} (click to classify)")} tabindex={if stop { "0" } else { "-1" }}
+                            aria-current={(current.as_deref() == Some(name.as_str())).then_some("true")}
+                            onclick={on_sample.clone()} onkeydown={on_sample_key.clone()}>
+                            <img src={format!("samples/{name}")} alt={format!("{class}, sample {}", i + 1)} width="32" height="32" />
+                        </button>
                     }
                 }) }
             </div>

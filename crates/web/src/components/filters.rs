@@ -6,7 +6,7 @@ use yew::prelude::*;
 
 use super::Shared;
 
-use super::Raster;
+use super::{group_keys, Raster};
 use crate::protocol::FilterBank;
 use crate::viz::filter_tile;
 
@@ -56,19 +56,24 @@ pub fn filters(p: &Props) -> Html {
                 <div class="filter-grid" data-testid="filter-grid">
                     { for tiles.iter().enumerate().map(|(n, (rgba, lo, hi))| {
                         let select = { let focus = focus.clone(); Callback::from(move |_: MouseEvent| focus.set(n)) };
+                        let focused = { let focus = focus.clone(); Callback::from(move |_: FocusEvent| focus.set(n)) };
                         let pick = { let (focus, cb) = (focus.clone(), p.on_pick.clone()); Callback::from(move |_: MouseEvent| { focus.set(n); cb.emit(n) }) };
+                        // One Tab stop for the grid: arrows move between filters, Enter picks.
+                        let keys = group_keys(p.on_pick.clone(), n, ".filter-grid", ".filter-tile");
                         html! {
                             <Raster rgba={rgba.clone()} width={k as u32} height={k as u32}
                                 class={classes!("pixelated", "filter-tile", (n == f).then_some("active"))}
                                 testid="filter-tile" title={format!("filter {n}: weights {lo:.3} … {hi:.3} (click: its output, channel {n} of {layer})")}
-                                onclick={pick} onmouseenter={select} />
+                                role="button" tabindex={if n == f { "0" } else { "-1" }}
+                                onclick={pick} onmouseenter={select} onfocus={focused} onkeydown={keys} />
                         }
                     }) }
                 </div>
                 { match big {
                     Some((rgba, lo, hi)) => html! {
                         <figure class="filter-zoom" data-testid="filter-zoom">
-                            <Raster rgba={rgba} width={k as u32} height={k as u32} class="pixelated" />
+                            <Raster rgba={rgba} width={k as u32} height={k as u32} class="pixelated"
+                                label={format!("filter {f} enlarged: {k}×{k}, weights {lo:.3} to {hi:.3}")} />
                             <figcaption>{ format!("filter {f} · {k}×{k} · weights {lo:.3} … {hi:.3}") }</figcaption>
                         </figure>
                     },

@@ -110,7 +110,7 @@ pub fn header(p: &Props) -> Html {
                     }) }
                 </select>
             </label>
-            { status(p) }
+            <span role="status" aria-live="polite">{ status(p) }</span>
             <CopyLink />
             <p class="description">
                 { m.arch.description }

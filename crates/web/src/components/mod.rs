@@ -3,6 +3,7 @@
 
 pub mod activations;
 pub mod cam;
+pub mod channel_grid;
 pub mod diagram;
 pub mod drop_zone;
 pub mod error_banner;
@@ -95,6 +96,18 @@ pub struct RasterProps {
     pub onclick: Option<Callback<MouseEvent>>,
     #[prop_or_default]
     pub onmouseenter: Option<Callback<MouseEvent>>,
+    /// What a screen reader says for the picture (default: `title`); `role` is then "img".
+    #[prop_or_default]
+    pub label: Option<AttrValue>,
+    /// A tile that acts (a filter): its role, focus order and keys.
+    #[prop_or_default]
+    pub role: Option<AttrValue>,
+    #[prop_or_default]
+    pub tabindex: Option<AttrValue>,
+    #[prop_or_default]
+    pub onkeydown: Option<Callback<KeyboardEvent>>,
+    #[prop_or_default]
+    pub onfocus: Option<Callback<FocusEvent>>,
 }
 
 /// A canvas showing raw pixels at their own resolution; CSS enlarges it (pixelated).
@@ -109,11 +122,54 @@ pub fn raster(p: &RasterProps) -> Html {
             }
         });
     }
+    let label = p.label.clone().or_else(|| p.title.clone());
+    let role = p.role.clone().or_else(|| label.as_ref().map(|_| AttrValue::from("img")));
     html! {
         <canvas ref={canvas} class={p.class.clone()} width={p.width.to_string()} height={p.height.to_string()}
-            data-testid={p.testid.clone()} title={p.title.clone()}
+            data-testid={p.testid.clone()} title={p.title.clone()} aria-label={label} role={role}
+            aria-hidden={(p.label.is_none() && p.title.is_none()).then_some("true")}
+            tabindex={p.tabindex.clone()} onkeydown={p.onkeydown.clone()} onfocus={p.onfocus.clone()}
             onclick={p.onclick.clone()} onmouseenter={p.onmouseenter.clone()}></canvas>
     }
+}
+
+/// Arrow keys (and Home/End) within a group of controls that is one Tab stop: moves the focus
+/// to the next or previous element matching `items` inside the target's closest `group`.
+/// Returns the element focused, if the key was one of those.
+pub fn roving_focus(e: &KeyboardEvent, group: &str, items: &str) -> Option<web_sys::HtmlElement> {
+    let here: web_sys::Element = e.target_dyn_into()?;
+    let all = here.closest(group).ok().flatten()?.query_selector_all(items).ok()?;
+    let n = all.length();
+    let at = (0..n).find(|&i| all.item(i).is_some_and(|x| x.is_same_node(Some(&here))))?;
+    let to = match e.key().as_str() {
+        "ArrowRight" | "ArrowDown" => (at + 1).min(n - 1),
+        "ArrowLeft" | "ArrowUp" => at.saturating_sub(1),
+        "Home" => 0,
+        "End" => n - 1,
+        _ => return None,
+    };
+    e.prevent_default();
+    let el: web_sys::HtmlElement = all.item(to)?.dyn_into().ok()?;
+    let _ = el.focus();
+    Some(el)
+}
+
+/// The keys of one control in a `roving_focus` group: Enter or Space emits `value`, arrows
+/// (and Home/End) move the focus within `group`'s `items`.
+pub fn group_keys<T: Clone + 'static>(
+    on: Callback<T>,
+    value: T,
+    group: &'static str,
+    items: &'static str,
+) -> Callback<KeyboardEvent> {
+    Callback::from(move |e: KeyboardEvent| {
+        if matches!(e.key().as_str(), "Enter" | " ") {
+            e.prevent_default();
+            on.emit(value.clone());
+        } else {
+            roving_focus(&e, group, items);
+        }
+    })
 }
 
 fn draw(c: &HtmlCanvasElement, rgba: &[u8], w: u32, h: u32) {

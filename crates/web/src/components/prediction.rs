@@ -20,13 +20,40 @@ pub struct Props {
     pub on_class: Callback<usize>,
 }
 
+/// What a screen reader hears when the prediction changes.
+fn announcement(p: &Props) -> String {
+    match (&p.result, p.trained) {
+        _ if p.running => "classifying…".to_string(),
+        (None, _) => String::new(),
+        (Some(_), false) => format!("{} is untrained: no prediction", p.arch),
+        (Some(r), true) => {
+            let (i, prob) = top_k(&r.probs, 1)[0];
+            let name =
+                p.labels.and_then(|l| l.get(i)).map_or_else(|| format!("class {i}"), |s| s.to_string());
+            format!("prediction: {name}, {:.1} %", prob * 100.0)
+        }
+    }
+}
+
+/// "(the middle of 5 runs, 31.2 to 36.0 ms)", or for one run "(one run: a big net)".
+fn runs_in_words(runs: &[f64]) -> String {
+    if runs.len() < 2 {
+        return "(one run: this net is too slow to time more than once)".to_string();
+    }
+    let lo = runs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = runs.iter().copied().fold(0.0, f64::max);
+    format!("(the middle of {} runs, which took {lo:.1} to {hi:.1} ms)", runs.len())
+}
+
 #[function_component(Prediction)]
 pub fn prediction(p: &Props) -> Html {
     let timing = |r: &RunResult| {
         html! {
-            <p class="timing">
-                { "inference " }<strong data-testid="inference-ms">{ format!("{:.1}", r.inference_ms) }</strong>{ " ms" }
-                <span class="muted">{ format!(" · keeping every layer's output: {:.1} ms (WebAssembly, one thread)", r.taps_ms) }</span>
+            <p class="timing" data-testid="timing" data-runs={r.inference_runs.len().to_string()}>
+                { "The net takes " }<strong><span data-testid="inference-ms">{ format!("{:.1}", r.inference_ms) }</span>{ " ms" }</strong>
+                { " to classify this image " }
+                <span class="muted">{ runs_in_words(&r.inference_runs) }
+                    { format!(" — in WebAssembly, on one thread of this computer. Keeping every layer's output for the panels below costs another {:.1} ms.", r.taps_ms) }</span>
             </p>
         }
     };
@@ -78,6 +105,7 @@ pub fn prediction(p: &Props) -> Html {
     html! {
         <section class="panel prediction" data-testid="prediction" aria-label="Prediction" data-busy={p.running.to_string()}>
             <h2>{ "Prediction" }</h2>
+            <p class="visually-hidden" role="status" aria-live="polite" data-testid="prediction-announcement">{ announcement(p) }</p>
             { body }
         </section>
     }

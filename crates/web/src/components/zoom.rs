@@ -184,7 +184,8 @@ pub fn unit_zoom(p: &Props) -> Html {
                             data-unit={format!("{},{},{}", e.channel, e.y, e.x)}
                             data-half={half.to_string()}>
                             <div class="stack">
-                                <Raster rgba={rgba.clone()} width={side} height={side} class="pixelated" />
+                                <Raster rgba={rgba.clone()} width={side} height={side} class="pixelated"
+                                    label={format!("effective receptive field of unit ({}, {}, {}) over the input", e.channel, e.y, e.x)} />
                                 <div class="rf-box outline" style={box_style(&e.rf, ih, iw)}></div>
                             </div>
                             <figcaption>
