@@ -11,9 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
-import { $, activeChannel, artifacts, clickChannel, openExplorer, waitForChannels, waitForImage, repo } from './page.mjs';
-
-const resnetBin = process.env.RESNET_BIN ?? join(repo, 'target/debug/resnet');
+import { $, activeChannel, artifacts, clickChannel, openExplorer, waitForChannels, waitForImage, repo, resnetBin } from './page.mjs';
 
 let page, base, consoleErrors, close;
 const requestsAfterLoad = [];

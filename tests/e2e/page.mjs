@@ -10,6 +10,8 @@ import { serve, launchChromium } from '../browser.mjs';
 export const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const dist = resolve(repo, process.env.DIST ?? 'dist');
 export const artifacts = join(repo, 'tests/artifacts');
+/// The CLI, for tests that compare with it or make files with it.
+export const resnetBin = process.env.RESNET_BIN ?? join(repo, 'target/debug/resnet');
 mkdirSync(artifacts, { recursive: true });
 
 /// A selector for `data-testid`.

@@ -102,3 +102,53 @@ test('torchvision\'s ResNet-50 saved with torch.save: ImageNet names, torchvisio
   await page.screenshot({ path: join(artifacts, 'weights-resnet50-pth.png') });
   assert.deepEqual(errors, []);
 });
+
+test('a weights file dropped anywhere on the page loads like a chosen one', async () => {
+  await page.goto(base);
+  await ready();
+  await page.selectOption($('model-select'), 'cifar-resnet44');
+  await ready();
+  const pth = readFileSync(join(repo, 'crates/core/tests/fixtures/resnet20.pth'));
+  // On the layer table, not the drop zone: the whole page takes files.
+  await page.evaluate(({ data }) => {
+    const u8 = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+    const dt = new DataTransfer();
+    dt.items.add(new File([u8], 'dropped.pth'));
+    const target = document.querySelector('[data-testid="layer-table"]');
+    target.dispatchEvent(new DragEvent('dragover', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    target.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }, { data: pth.toString('base64') });
+  await waitForUserWeights('dropped.pth', 'cifar-resnet20');
+  assert.equal(await page.$eval($('model-select'), (s) => s.value), 'cifar-resnet20');
+  assert.deepEqual(errors, []);
+});
+
+test('a file the worker did not hear is posted again; one that never reaches it is an error', async () => {
+  // The page's posts on the weights channel are dropped while window.__lose > 0.
+  await page.addInitScript(() => {
+    const post = BroadcastChannel.prototype.postMessage;
+    BroadcastChannel.prototype.postMessage = function (m) {
+      if (this.name === 'resnet-explorer-weights-file' && window.__lose > 0) {
+        window.__lose -= 1;
+        return undefined;
+      }
+      return post.call(this, m);
+    };
+  });
+  await page.goto(base);
+  await ready();
+  const pth = join(repo, 'crates/core/tests/fixtures/resnet20.pth');
+  await page.evaluate(() => { window.__lose = 1; });
+  await choose(pth);
+  await waitForUserWeights('resnet20.pth', 'cifar-resnet20');
+
+  await page.selectOption($('model-select'), 'cifar-resnet32');
+  await ready();
+  await page.evaluate(() => { window.__lose = 1000; });
+  await choose(pth);
+  await page.waitForSelector($('error-banner'), { timeout: 30_000 });
+  assert.match(await page.textContent($('error-banner')), /did not reach the inference worker within 10 s/);
+  assert.equal(await page.$($('weights-loading')), null, 'no progress bar left spinning');
+  assert.equal(await page.$eval($('model-select'), (s) => s.value), 'cifar-resnet32', 'the model stays');
+  assert.deepEqual(errors, []);
+});

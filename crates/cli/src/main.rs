@@ -8,6 +8,7 @@ mod decode;
 mod eval;
 mod explain;
 mod fmt;
+mod hub;
 mod predict;
 mod rf;
 mod stream;
@@ -53,6 +54,9 @@ enum Command {
     List(summary::ListArgs),
     /// Train a network from scratch or resume a run: SGD, schedules, checkpoints, metrics.
     Train(train::TrainArgs),
+    /// Pretrained weights from the Hugging Face hub (torchvision's ImageNet ResNets), fetched
+    /// on request into the hub's cache: `weights fetch resnet50`, then `--weights hub:resnet50`.
+    Weights(hub::WeightsArgs),
 }
 
 /// The architecture and how to build it; shared by the commands.
@@ -96,7 +100,10 @@ impl ModelArgs {
     /// The architecture with weights from `path` (a PyTorch .pth/.pt or safetensors file),
     /// strictly matched by name and shape. Without `--arch` the architecture is recognised
     /// from the file and named on stderr (unless `json`: the JSON's "arch" names it).
+    /// `hub:ARCH` is ARCH's pretrained file from the hub's cache, fetched first if need be.
     pub fn load_model(&self, path: &Path, device: &Device, json: bool) -> Result<Model> {
+        let from_hub = hub::resolve(path, json)?;
+        let path = from_hub.as_deref().unwrap_or(path);
         if let Some(name) = &self.arch {
             let (arch, graph) = ArchArgs { arch: name.clone(), shortcut: self.shortcut }.resolve()?;
             return Model::load_graph(arch, graph, WeightsSource::File(path), device)
@@ -226,6 +233,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Stream(a) => stream::stream(&a),
         Command::Rf(a) => rf::rf(&a),
         Command::Train(a) => train::train(&a),
+        Command::Weights(a) => hub::run(&a),
     }
 }
 

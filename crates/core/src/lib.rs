@@ -5,6 +5,7 @@
 pub mod arch;
 pub mod explain;
 pub mod format;
+pub mod hub;
 pub mod image_file;
 pub mod kernels;
 pub mod model;

@@ -10,6 +10,7 @@ use gloo::timers::callback::Timeout;
 use gloo::worker::{Spawnable, WorkerBridge};
 use resnet_core::arch::CIFAR10_CLASSES;
 use resnet_core::explain::{CamMethod, Erf};
+use resnet_core::hub::{hub_weights, HubWeights};
 use resnet_core::spec::{BlockKind, Graph, Op};
 use resnet_core::{find_arch, ArchInfo, Summary};
 use web_sys::{Blob, File, HtmlImageElement};
@@ -24,6 +25,7 @@ use crate::components::error_banner::ErrorBanner;
 use crate::components::filters::Filters;
 use crate::components::footer::Footer;
 use crate::components::header::Header;
+use crate::components::hub_weights::{HubOffer, HubWeightsOffer};
 use crate::components::layer_table::LayerTable;
 use crate::components::prediction::Prediction;
 use crate::components::residual_stream::ResidualStream;
@@ -32,6 +34,7 @@ use crate::components::{InputView, Shared};
 use crate::decode::{decode_blob, decode_img, Decoded};
 use crate::events;
 use crate::fetch::{fetch_weights, weights_url};
+use crate::hub;
 use crate::link::{self, DeepLink};
 use crate::protocol::{
     evict, CamMap, FeatureMap, FilterBank, MapParts, Request, Response, RunResult, MAP_BUDGET,
@@ -100,8 +103,52 @@ pub enum Msg {
     /// Time to grab the camera's next frame.
     CameraFrame,
     CameraDecoded(Result<Decoded, String>),
+    /// Whether `arch`'s hub weights are in this browser's cache.
+    HubCached(&'static str, bool),
+    /// The "fetch pretrained weights" button.
+    HubFetch,
+    HubCancel,
+    HubProgress {
+        job: u32,
+        done: f64,
+        total: Option<f64>,
+    },
+    /// The hub's file, downloaded or from the cache, or why not.
+    HubDone {
+        job: u32,
+        result: Result<File, String>,
+    },
     Error(String),
     DismissError,
+}
+
+/// Pretrained weights from the hub: where from, whether the current model's are cached, and
+/// the download in progress.
+struct HubState {
+    base: Result<String, String>,
+    cached: Option<(&'static str, bool)>,
+    download: Option<HubDownload>,
+    /// A downloaded file on its way into the worker (its `LoadFile` job): cached once it loads.
+    loading: Option<(u32, &'static HubWeights, File)>,
+}
+
+struct HubDownload {
+    job: u32,
+    weights: &'static HubWeights,
+    done: f64,
+    total: Option<f64>,
+    abort: Option<web_sys::AbortController>,
+}
+
+impl HubState {
+    fn cancel(&mut self) {
+        self.loading = None;
+        if let Some(d) = self.download.take() {
+            if let Some(a) = d.abort {
+                a.abort();
+            }
+        }
+    }
 }
 
 /// Everything about the current model that the panels draw from (one source: the core's graph).
@@ -134,6 +181,8 @@ struct Handlers {
     pick_filter: Callback<usize>,
     unit: Callback<(usize, usize)>,
     camera: Callback<bool>,
+    hub_fetch: Callback<()>,
+    hub_cancel: Callback<()>,
 }
 
 /// The class activation map's state: what was asked for, and the last answer.
@@ -244,6 +293,7 @@ pub struct App {
     /// The user's weights file being read and built in the worker, and the one the model runs.
     file_load: Option<FileLoad>,
     user_file: Option<UserFile>,
+    hub: HubState,
     /// Asks for the activation maps once the prediction has been painted.
     maps_after_paint: Option<AnimationFrame>,
     /// Made once: a callback is equal only to itself, and a new one each render would re-render
@@ -375,15 +425,83 @@ impl App {
             hold_panel_heights();
             self.holding_heights = true;
         }
-        // A model picked (or linked) replaces the user's file, and one still loading.
+        // A model picked (or linked) replaces the user's file, and one still loading or
+        // downloading.
         self.file_load = None;
         self.user_file = None;
+        self.hub.cancel();
         self.show_model(model_view(arch));
         self.start_load(ctx);
     }
 
+    /// For an untrained model with weights on the hub: are they in this browser's cache? (A
+    /// Cache Storage lookup, not a network request.)
+    fn check_hub_cache(&mut self) {
+        let arch = self.model.arch.name;
+        let (Some(w), Ok(base)) = (hub_weights(arch).filter(|_| !self.model.trained), &self.hub.base) else {
+            return;
+        };
+        if self.hub.cached.is_some_and(|(a, _)| a == arch) {
+            return;
+        }
+        let (link, base) = (self.link.clone(), base.clone());
+        wasm_bindgen_futures::spawn_local(async move {
+            let cached = hub::is_cached(w, &base).await;
+            link.send_message(Msg::HubCached(w.arch, cached));
+        });
+    }
+
+    /// The hub's weights offered for the current model: an untrained ImageNet ResNet, unless
+    /// a file is on its way into the worker already.
+    fn hub_offer(&self) -> Option<HubOffer> {
+        let w = hub_weights(self.model.arch.name)?;
+        let download = self.hub.download.as_ref().filter(|d| d.weights.arch == w.arch);
+        if download.is_none() && (self.model.trained || self.file_load.is_some()) {
+            return None;
+        }
+        Some(HubOffer {
+            weights: w,
+            base: self.hub.base.clone().map(Into::into).map_err(Into::into),
+            cached: self.hub.cached.filter(|(a, _)| *a == w.arch).map(|(_, c)| c),
+            download: download.map(|d| (d.done, d.total)),
+        })
+    }
+
+    /// The hub's weights of the current model: from this browser's cache, else downloaded.
+    fn fetch_hub_weights(&mut self) {
+        let (Some(w), Ok(base)) = (hub_weights(self.model.arch.name), &self.hub.base) else { return };
+        if self.hub.download.is_some() {
+            return;
+        }
+        self.next_job += 1;
+        let job = self.next_job;
+        let cached = self.hub.cached == Some((w.arch, true));
+        let abort = (!cached).then(|| web_sys::AbortController::new().ok()).flatten();
+        let signal = abort.as_ref().map(|a| a.signal());
+        self.hub.download = Some(HubDownload { job, weights: w, done: 0.0, total: None, abort });
+        let (link, base) = (self.link.clone(), base.clone());
+        wasm_bindgen_futures::spawn_local(async move {
+            let result = match (cached, signal) {
+                (true, _) => hub::cached(w, &base)
+                    .await
+                    .ok_or_else(|| format!("{} is no longer in this browser's cache", w.repo)),
+                (false, Some(signal)) => {
+                    let progress = link.callback(move |(done, total)| Msg::HubProgress { job, done, total });
+                    hub::download(w, &base, &signal, |d, t| progress.emit((d, t))).await
+                }
+                (false, None) => Err("this browser cannot abort a download".to_string()),
+            };
+            link.send_message(Msg::HubDone { job, result });
+        });
+    }
+
     /// The user's weights file to the worker (the previous model runs until it is built).
     fn load_weights_file(&mut self, file: File) {
+        self.load_file(file, None);
+    }
+
+    /// A weights file to the worker; `origin` says where it came from when not from the user.
+    fn load_file(&mut self, file: File, origin: Option<AttrValue>) {
         self.next_job += 1;
         let (job, token, name) = (self.next_job, user_weights::new_token(), file.name());
         if let Err(e) = user_weights::post_file(token, &file) {
@@ -391,12 +509,14 @@ impl App {
             return;
         }
         self.worker.send(Request::LoadFile { job, token });
-        self.file_load = Some(FileLoad { job, token, name: name.into(), done: 0.0, total: file.size() });
+        let total = file.size();
+        self.file_load = Some(FileLoad { job, token, file, name: name.into(), origin, done: 0.0, total });
     }
 
     /// The panels' model, from its first layer, with nothing computed yet.
     fn show_model(&mut self, model: ModelView) {
         self.model = model;
+        self.check_hub_cache();
         self.selected = default_layer(&self.model.graph);
         self.cam.map = None;
         self.cam.class = None;
@@ -708,6 +828,7 @@ impl Component for App {
             error: None,
             file_load: None,
             user_file: None,
+            hub: HubState { base: hub::hub_base(), cached: None, download: None, loading: None },
             maps_after_paint: None,
             on: Handlers {
                 select_model: link.callback(Msg::SelectModel),
@@ -723,6 +844,8 @@ impl Component for App {
                 pick_filter: link.callback(Msg::PickFilter),
                 unit: link.callback(|(y, x)| Msg::Unit(y, x)),
                 camera: link.callback(Msg::Camera),
+                hub_fetch: link.callback(|_| Msg::HubFetch),
+                hub_cancel: link.callback(|_| Msg::HubCancel),
             },
             _listeners: listeners,
             _panic_channel: panic_channel,
@@ -735,6 +858,7 @@ impl Component for App {
         }
         app.restore = (followed.layer.is_some() || followed.channel.is_some()).then_some(followed);
         app.start_load(ctx);
+        app.check_hub_cache();
         app
     }
 
@@ -844,12 +968,27 @@ impl Component for App {
                     self.erf.job = 0;
                     self.erf.map = Some(Shared::new(erf));
                 }
+                Response::FileLate { job } => {
+                    let Some(f) = self.file_load.as_ref().filter(|f| f.job == job) else { return false };
+                    if let Err(e) = user_weights::post_file(f.token, &f.file) {
+                        self.error = Some(format!("cannot load {}: {e}", f.name).into());
+                    }
+                    return false;
+                }
                 Response::Reading { job, done, total } => match &mut self.file_load {
                     Some(f) if f.job == job => (f.done, f.total) = (done, total),
                     _ => return false,
                 },
                 Response::LoadedFile { job, arch, shortcut_b, note, filters, ms, memory } => {
                     let Some(load) = self.file_load.take_if(|f| f.job == job) else { return false };
+                    if let (Some((_, w, file)), Ok(base)) =
+                        (self.hub.loading.take_if(|(j, ..)| *j == job), &self.hub.base)
+                    {
+                        let base = base.clone();
+                        wasm_bindgen_futures::spawn_local(async move { hub::keep(w, &base, &file).await });
+                        // Asked again next time: keeping it may have failed.
+                        self.hub.cached = None;
+                    }
                     self.worker_memory = memory;
                     let Ok(arch) = find_arch(&arch) else { return false };
                     let graph = match shortcut_b {
@@ -872,15 +1011,30 @@ impl Component for App {
                     self.result = None;
                     self.view = None;
                     self.clear_maps();
-                    self.user_file =
-                        Some(UserFile { name: load.name, arch: arch.name, note: note.map(Into::into) });
+                    self.user_file = Some(UserFile {
+                        name: load.name,
+                        origin: load.origin,
+                        arch: arch.name,
+                        note: note.map(Into::into),
+                    });
                     self.error = None;
                     self.start_run();
                 }
                 Response::Error { job, message } => {
+                    // An answer to work the page no longer waits for (a Grad-CAM asked of the
+                    // model before a switch) is no news to the user.
+                    let file_job = self.file_load.as_ref().is_some_and(|f| f.job == job);
+                    let waited = file_job
+                        || [self.load_job, self.run_job, self.cam.job, self.erf.job, self.building]
+                            .contains(&job);
+                    if !waited {
+                        self.load_answered(job);
+                        return false;
+                    }
                     // A bad weights file: the banner says why, the previous model stays.
                     if self.file_load.as_ref().is_some_and(|f| f.job == job) {
                         self.file_load = None;
+                        self.hub.loading = None;
                     }
                     if job == self.cam.job {
                         self.cam.job = 0;
@@ -1051,6 +1205,34 @@ impl Component for App {
                 let channel = self.channel.min(channels.saturating_sub(1));
                 self.worker.send(Request::Erf { job: self.erf.job, layer: self.selected, channel, y, x });
             }
+            Msg::HubCached(arch, cached) => {
+                self.hub.cached = Some((arch, cached));
+                return arch == self.model.arch.name;
+            }
+            Msg::HubFetch => self.fetch_hub_weights(),
+            Msg::HubCancel => self.hub.cancel(),
+            Msg::HubProgress { job, done, total } => match &mut self.hub.download {
+                Some(d) if d.job == job => (d.done, d.total) = (done, total),
+                _ => return false,
+            },
+            Msg::HubDone { job, result } => {
+                let Some(d) = self.hub.download.take_if(|d| d.job == job) else { return false };
+                let w = d.weights;
+                match result {
+                    Ok(file) => {
+                        let origin =
+                            format!("pretrained: torchvision's ImageNet weights ({}, {})", w.repo, w.licence);
+                        self.load_file(file.clone(), Some(origin.into()));
+                        let downloaded = d.abort.is_some();
+                        self.hub.loading =
+                            self.file_load.as_ref().filter(|_| downloaded).map(|f| (f.job, w, file));
+                    }
+                    Err(e) => {
+                        self.error =
+                            Some(format!("cannot fetch the pretrained weights of {}: {e}", w.arch).into())
+                    }
+                }
+            }
             Msg::Error(e) => self.error = Some(e.into()),
             Msg::DismissError => self.error = None,
         }
@@ -1090,8 +1272,12 @@ impl Component for App {
         let (maps, stale) = self.shown_maps();
         html! {
             <>
-            <Header model={m.clone()} load={self.load.clone()} running={self.running} on_model={on.select_model.clone()} />
+            <Header model={m.clone()} load={self.load.clone()} running={self.running} on_model={on.select_model.clone()}
+                from_hub={self.user_file.as_ref().is_some_and(|u| u.origin.is_some())} />
             <UserWeights loading={self.file_load.clone()} current={self.user_file.clone()} />
+            { for self.hub_offer().map(|offer| html! {
+                <HubWeightsOffer offer={offer} on_fetch={on.hub_fetch.clone()} on_cancel={on.hub_cancel.clone()} />
+            }) }
             { match &self.error {
                 Some(e) => html! { <ErrorBanner message={e.clone()} on_dismiss={on.dismiss_error.clone()} /> },
                 None => html! {},

@@ -31,25 +31,69 @@ pub fn fetch_weights(
 
 /// GET `url` reading the body chunk by chunk, reporting bytes done (and the total when known).
 async fn fetch_with_progress(url: &str, progress: impl Fn(f64, Option<f64>)) -> Result<Vec<u8>, String> {
-    let err = |e: wasm_bindgen::JsValue| format!("cannot download {url}: {e:?}");
-    let resp: web_sys::Response =
-        JsFuture::from(gloo::utils::window().fetch_with_str(url)).await.map_err(err)?.unchecked_into();
+    let resp = get(url, None).await?;
+    let total = content_length(&resp);
+    let mut bytes = Vec::with_capacity(total.unwrap_or(0.0) as usize);
+    read_chunks(&resp, url, f64::INFINITY, |chunk| {
+        bytes.extend(chunk.to_vec());
+        progress(bytes.len() as f64, total);
+    })
+    .await?;
+    Ok(bytes)
+}
+
+/// GET `url` (abortable through `signal`); an HTTP error status is an error.
+pub async fn get(url: &str, signal: Option<&web_sys::AbortSignal>) -> Result<web_sys::Response, String> {
+    let init = web_sys::RequestInit::new();
+    init.set_signal(signal);
+    let resp: web_sys::Response = JsFuture::from(gloo::utils::window().fetch_with_str_and_init(url, &init))
+        .await
+        .map_err(|e| format!("cannot download {url}: {}", js_message(&e)))?
+        .unchecked_into();
     if !resp.ok() {
         return Err(format!("cannot download {url}: HTTP {}", resp.status()));
     }
-    let total = resp.headers().get("content-length").ok().flatten().and_then(|s| s.parse::<f64>().ok());
+    Ok(resp)
+}
+
+/// The body's size, where the server says it.
+pub fn content_length(resp: &web_sys::Response) -> Option<f64> {
+    resp.headers().get("content-length").ok().flatten().and_then(|s| s.parse::<f64>().ok())
+}
+
+/// Hands each chunk of the body to `each` as it arrives; more than `limit` bytes is an error.
+/// Returns the bytes read.
+pub async fn read_chunks(
+    resp: &web_sys::Response,
+    url: &str,
+    limit: f64,
+    mut each: impl FnMut(&js_sys::Uint8Array),
+) -> Result<f64, String> {
+    let err = |e: wasm_bindgen::JsValue| format!("cannot download {url}: {}", js_message(&e));
     let body = resp.body().ok_or_else(|| format!("cannot download {url}: empty body"))?;
     let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
-    let mut bytes = Vec::with_capacity(total.unwrap_or(0.0) as usize);
+    let mut read = 0.0;
     loop {
         let chunk = JsFuture::from(reader.read()).await.map_err(err)?;
         let done = js_sys::Reflect::get(&chunk, &"done".into()).map_err(err)?.as_bool().unwrap_or(true);
         if done {
-            break;
+            return Ok(read);
         }
-        let value = js_sys::Reflect::get(&chunk, &"value".into()).map_err(err)?;
-        bytes.extend(js_sys::Uint8Array::new(&value).to_vec());
-        progress(bytes.len() as f64, total);
+        let value: js_sys::Uint8Array =
+            js_sys::Reflect::get(&chunk, &"value".into()).map_err(err)?.unchecked_into();
+        read += value.length() as f64;
+        if read > limit {
+            let _ = reader.cancel();
+            return Err(format!("cannot download {url}: larger than the {:.0} MB expected", limit / 1e6));
+        }
+        each(&value);
     }
-    Ok(bytes)
+}
+
+/// A thrown JS value in words: an `Error`'s message (an abort says "aborted"), else its debug form.
+pub fn js_message(e: &wasm_bindgen::JsValue) -> String {
+    match e.dyn_ref::<js_sys::Error>() {
+        Some(err) => String::from(err.message()),
+        None => format!("{e:?}"),
+    }
 }

@@ -21,6 +21,8 @@ mod events;
 #[cfg(target_arch = "wasm32")]
 mod fetch;
 #[cfg(target_arch = "wasm32")]
+mod hub;
+#[cfg(target_arch = "wasm32")]
 pub mod worker;
 
 /// Starts the page (called by the `app` binary).

@@ -45,6 +45,11 @@ pub enum Response {
         /// The worker's WebAssembly memory now, bytes (it never shrinks).
         memory: f64,
     },
+    /// `LoadFile` `job`'s file has not arrived on the channel: post it again (a worker that was
+    /// still starting when it was posted did not hear it).
+    FileLate {
+        job: u32,
+    },
     /// Reading a weights file: `done` of `total` bytes.
     Reading {
         job: u32,

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 
 use gloo::events::EventListener;
+use gloo::timers::callback::Timeout;
 use gloo::worker::{HandlerId, Registrable, Worker, WorkerScope};
 use resnet_core::Image;
 use wasm_bindgen::JsCast;
@@ -23,14 +24,28 @@ pub struct InferenceWorker {
     files: VecDeque<(u64, File)>,
     /// A `LoadFile` whose file has not arrived yet: job, token, who asked.
     waiting: Option<(u32, u64, HandlerId)>,
+    /// Gives up on the waiting `LoadFile` if its file never comes.
+    overdue: Option<Timeout>,
     _channel: Option<(BroadcastChannel, EventListener)>,
 }
 
-/// A weights file arrived on [`WEIGHTS_CHANNEL`].
-pub struct FileArrived {
-    token: u64,
-    file: File,
+/// What the worker hears besides the page's requests.
+pub enum Event {
+    /// A weights file arrived on [`WEIGHTS_CHANNEL`].
+    FileArrived { token: u64, file: File },
+    /// The file of `LoadFile` `job` has not come within [`FILE_LATE_MS`]: ask the page again.
+    FileLate { job: u32 },
+    /// Nor within [`FILE_WAIT_MS`]: give up.
+    FileOverdue { job: u32 },
 }
+
+/// The page posts the file just before the request, so it is normally here at once; a worker
+/// still starting up when it was posted (the gloo bridge queues requests, a broadcast channel
+/// does not) asks for it again after this long.
+const FILE_LATE_MS: u32 = 1_000;
+/// How long a `LoadFile` waits for its file in all: longer only where the browser cannot pass
+/// a `File` to a worker.
+const FILE_WAIT_MS: u32 = 10_000;
 
 /// The largest weights file the worker reads: VGG-19, the zoo's largest, is 548 MB, and a
 /// model needs the file and its tensors at once in wasm32's 4 GiB.
@@ -145,6 +160,7 @@ impl InferenceWorker {
         let Some((job, token, id)) = self.waiting else { return };
         let Some(i) = self.files.iter().position(|(t, _)| *t == token) else { return };
         self.waiting = None;
+        self.overdue = None;
         let (_, file) = self.files.remove(i).expect("found above");
         let response = self.load_file(scope, id, job, &file);
         scope.respond(id, response);
@@ -206,7 +222,7 @@ impl InferenceWorker {
 }
 
 impl Worker for InferenceWorker {
-    type Message = FileArrived;
+    type Message = Event;
     type Input = Request;
     type Output = Response;
 
@@ -226,21 +242,48 @@ impl Worker for InferenceWorker {
                 let token = get(WeightsFileMessage::TOKEN).and_then(|v| v.as_f64());
                 let file = get(WeightsFileMessage::FILE).and_then(|v| v.dyn_into::<File>().ok());
                 if let (Some(token), Some(file)) = (token, file) {
-                    scope.send_message(FileArrived { token: token as u64, file });
+                    scope.send_message(Event::FileArrived { token: token as u64, file });
                 }
             });
             (ch, listener)
         });
-        InferenceWorker { engine: None, files: VecDeque::new(), waiting: None, _channel: channel }
+        InferenceWorker {
+            engine: None,
+            files: VecDeque::new(),
+            waiting: None,
+            overdue: None,
+            _channel: channel,
+        }
     }
 
-    fn update(&mut self, scope: &WorkerScope<Self>, msg: FileArrived) {
-        // Every tab's worker hears the channel: keep only the last few (handles, not bytes).
-        if self.files.len() >= 4 {
-            self.files.pop_front();
+    fn update(&mut self, scope: &WorkerScope<Self>, msg: Event) {
+        match msg {
+            Event::FileArrived { token, file } => {
+                // Every tab's worker hears the channel: keep only the last few (handles, not bytes).
+                if self.files.len() >= 4 {
+                    self.files.pop_front();
+                }
+                self.files.push_back((token, file));
+                self.try_load_file(scope);
+            }
+            Event::FileLate { job } => {
+                let Some((_, _, id)) = self.waiting.filter(|(j, ..)| *j == job) else { return };
+                scope.respond(id, Response::FileLate { job });
+                let scope = scope.clone();
+                self.overdue = Some(Timeout::new(FILE_WAIT_MS - FILE_LATE_MS, move || {
+                    scope.send_message(Event::FileOverdue { job })
+                }));
+            }
+            Event::FileOverdue { job } => {
+                let Some((_, _, id)) = self.waiting.take_if(|(j, ..)| *j == job) else { return };
+                self.overdue = None;
+                let message = format!(
+                    "the weights file did not reach the inference worker within {} s: this browser may not pass files to workers; try another browser",
+                    FILE_WAIT_MS / 1000
+                );
+                scope.respond(id, Response::Error { job, message });
+            }
         }
-        self.files.push_back((msg.token, msg.file));
-        self.try_load_file(scope);
     }
 
     fn received(&mut self, scope: &WorkerScope<Self>, msg: Request, id: HandlerId) {
@@ -249,6 +292,11 @@ impl Worker for InferenceWorker {
             Request::LoadFile { job, token } => {
                 self.waiting = Some((job, token, id));
                 self.try_load_file(scope);
+                if self.waiting.is_some() {
+                    let scope = scope.clone();
+                    self.overdue =
+                        Some(Timeout::new(FILE_LATE_MS, move || scope.send_message(Event::FileLate { job })));
+                }
             }
             // A message a map, a large one in parts: the page decodes each in a task of its
             // own (a resnet50 block's six 3 MB maps in one message held it 110–160 ms).

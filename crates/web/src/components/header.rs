@@ -1,6 +1,7 @@
 //! The header: the model picker (pretrained models first), the model's loading status and what
 //! the model is.
 
+use resnet_core::hub::hub_weights;
 use resnet_core::ZOO;
 use yew::prelude::*;
 
@@ -15,6 +16,9 @@ pub struct Props {
     pub running: bool,
     /// The name of the model picked.
     pub on_model: Callback<String>,
+    /// The model runs the hub's pretrained weights (not a file of the user's).
+    #[prop_or_default]
+    pub from_hub: bool,
 }
 
 fn status(p: &Props) -> Html {
@@ -100,9 +104,14 @@ pub fn header(p: &Props) -> Html {
                     { for zoo.map(|a| {
                         // A trained model without shipped weights runs the user's file.
                         let label = if a.name == m.arch.name && m.trained && weights_url(a.name).is_none() {
-                            format!("{} — your weights", a.name)
+                            match p.from_hub {
+                                true => format!("{} — pretrained on ImageNet (from the hub)", a.name),
+                                false => format!("{} — your weights", a.name),
+                            }
                         } else if weights_url(a.name).is_some() {
                             format!("{} — pretrained on CIFAR-10", a.name)
+                        } else if hub_weights(a.name).is_some() {
+                            format!("{} — untrained (pretrained weights on request)", a.name)
                         } else {
                             format!("{} — untrained (random weights)", a.name)
                         };

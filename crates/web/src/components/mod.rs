@@ -10,6 +10,7 @@ pub mod error_banner;
 pub mod filters;
 pub mod footer;
 pub mod header;
+pub mod hub_weights;
 pub mod layer_table;
 pub mod prediction;
 pub mod residual_stream;

@@ -55,7 +55,11 @@ pub fn new_token() -> u64 {
 pub struct FileLoad {
     pub job: u32,
     pub token: u64,
+    /// Kept to post again if the worker did not hear it (a handle, not the bytes).
+    pub file: File,
     pub name: AttrValue,
+    /// Where the file comes from when the user did not pick it (the hub's pretrained weights).
+    pub origin: Option<AttrValue>,
     /// Bytes read, of `total`.
     pub done: f64,
     pub total: f64,
@@ -65,6 +69,7 @@ pub struct FileLoad {
 #[derive(Clone, Debug, PartialEq)]
 pub struct UserFile {
     pub name: AttrValue,
+    pub origin: Option<AttrValue>,
     pub arch: &'static str,
     /// Where the tensors fit more than one architecture: which was chosen.
     pub note: Option<AttrValue>,
@@ -95,7 +100,7 @@ pub fn user_weights(p: &Props) -> Html {
     let current = p.current.as_ref().map(|u| {
         html! {
             <p class="user-weights" data-testid="user-weights" data-arch={u.arch}>
-                <strong>{ format!("your weights: {}", u.name) }</strong>
+                <strong>{ u.origin.clone().unwrap_or_else(|| format!("your weights: {}", u.name).into()) }</strong>
                 { format!(" — recognised as {}", u.arch) }
                 { for u.note.as_ref().map(|n| html! { <span class="muted" data-testid="user-weights-note">{ format!(" ({n})") }</span> }) }
             </p>
