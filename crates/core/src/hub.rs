@@ -66,8 +66,15 @@ impl HubWeights {
     }
 
     /// The file's size, near enough for a button ("102 MB"): f32 parameters and running
-    /// statistics (the safetensors header and the batch counters add a few kB).
+    /// statistics (the safetensors header and the batch counters add a few kB). Counted once
+    /// per entry: the page asks on every render.
     pub fn approx_bytes(&self) -> u64 {
+        static SIZES: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
+        let sizes = SIZES.get_or_init(|| HUB_WEIGHTS.iter().map(HubWeights::count_bytes).collect());
+        HUB_WEIGHTS.iter().position(|w| w.repo == self.repo).map_or_else(|| self.count_bytes(), |i| sizes[i])
+    }
+
+    fn count_bytes(&self) -> u64 {
         let graph = self.arch_info().graph();
         let values: usize = graph
             .param_specs()
