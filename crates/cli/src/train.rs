@@ -14,7 +14,7 @@ use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use resnet_core::format;
 use resnet_core::train::run::{self, EpochEnd, Images, Opened, Status, Subset};
-use resnet_core::train::{Run, RunConfig, RunError, Schedule, SgdConfig};
+use resnet_core::train::{Run, RunConfig, RunError, Schedule, SgdConfig, TrainPath};
 use resnet_core::Preprocess;
 
 use crate::data::{self, LabeledImages, LoadOptions, Split};
@@ -252,6 +252,13 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
         args.batch_size,
         start.epochs_done + 1,
     );
+    match run.trainer().fallback() {
+        Some(why) => eprintln!("{why}: training on Candle's ops (slower)"),
+        None if run.trainer().path() == TrainPath::Fast => {
+            eprintln!("training on the fast CPU plan ({} threads)", candle_core::utils::get_num_threads())
+        }
+        None => {}
+    }
     if start.batches_done > 0 {
         eprintln!("resuming epoch {} at batch {}", start.epochs_done + 1, start.batches_done + 1);
     }

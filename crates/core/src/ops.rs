@@ -44,10 +44,11 @@ fn pad_for_pool(x: &Tensor, p: &Pool, value: f32) -> Result<Tensor> {
 }
 
 /// Max-pooling with PyTorch's padding and ceil mode. `training` selects a path whose backward
-/// is correct for overlapping windows (kernel > stride), which Candle's own lacks.
+/// is right: Candle's own has none for overlapping windows (kernel > stride), and for
+/// kernel = stride it scales a unique maximum's gradient by 1/k².
 pub fn max_pool2d(x: &Tensor, p: &Pool, training: bool) -> Result<Tensor> {
     let x = pad_for_pool(x, p, f32::NEG_INFINITY)?;
-    if training && p.kernel != p.stride {
+    if training {
         return max_pool2d_overlapping(&x, p.kernel, p.stride);
     }
     x.max_pool2d_with_stride(p.kernel, p.stride)

@@ -89,6 +89,13 @@ fn overlapping_max_pool_gradients() {
         let worst = check(&f, &[randn(&[2, 3, 9, 10], 5)], 200, "max_pool2d 3x3/2");
         println!("max-pool 3×3/2 ceil {ceil_mode}: worst relative error {worst:.2e}");
     }
+    // VGG's and LeNet-style 2×2/2 pools: Candle's own backward scales a unique maximum's
+    // gradient by 1/k² (it multiplies by the window's mean of the max mask), so training takes
+    // the shifted-views path for every kernel.
+    let p = Pool { kernel: 2, stride: 2, padding: 0, ceil_mode: false };
+    let f = move |xs: &[Tensor]| project(&ops::max_pool2d(&xs[0], &p, true)?, 4);
+    let worst = check(&f, &[randn(&[2, 3, 8, 6], 8)], 200, "max_pool2d 2x2/2");
+    println!("max-pool 2×2/2: worst relative error {worst:.2e}");
     // The training path computes the same values as Candle's own pooling.
     let x = randn(&[2, 3, 9, 9], 6);
     let p = Pool { kernel: 3, stride: 2, padding: 0, ceil_mode: false };

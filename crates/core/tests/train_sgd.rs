@@ -158,7 +158,7 @@ fn a_step_updates_batchnorm_running_statistics_as_pytorch() {
     let y = Tensor::new(&[0u32, 1], &dev).unwrap();
     let stats = t.step(&x, &y, 0.1).unwrap();
     assert!(stats.loss.is_finite() && stats.samples == 2);
-    let w = t.state_dict();
+    let w = t.state_dict().unwrap();
     let get = |n: &str| {
         w.get(n).unwrap().to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()[0]
     };
@@ -166,9 +166,9 @@ fn a_step_updates_batchnorm_running_statistics_as_pytorch() {
     assert!((get("bn.running_var") - (0.9 + 0.85)).abs() < 1e-6);
     assert_eq!(w.get("bn.num_batches_tracked").unwrap().to_scalar::<i64>().unwrap(), 1);
     // The trainable parameters moved; a diverged step (NaN input) changes nothing.
-    let before = t.state_dict().get("fc.weight").unwrap().to_vec2::<f32>().unwrap();
+    let before = t.state_dict().unwrap().get("fc.weight").unwrap().to_vec2::<f32>().unwrap();
     let nan = Tensor::new(&[f32::NAN; 8], &dev).unwrap().reshape((2, 1, 2, 2)).unwrap();
     assert!(!t.step(&nan, &y, 0.1).unwrap().loss.is_finite());
-    assert_eq!(t.state_dict().get("fc.weight").unwrap().to_vec2::<f32>().unwrap(), before);
-    assert_eq!(t.state_dict().get("bn.num_batches_tracked").unwrap().to_scalar::<i64>().unwrap(), 1);
+    assert_eq!(t.state_dict().unwrap().get("fc.weight").unwrap().to_vec2::<f32>().unwrap(), before);
+    assert_eq!(t.state_dict().unwrap().get("bn.num_batches_tracked").unwrap().to_scalar::<i64>().unwrap(), 1);
 }

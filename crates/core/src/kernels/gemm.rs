@@ -10,25 +10,72 @@ pub struct Mat<'a> {
     pub stride: usize,
 }
 
+impl<'a> Mat<'a> {
+    fn view(self) -> View<'a> {
+        View { data: self.data, rows: self.rows, cols: self.cols, rs: self.stride, cs: 1 }
+    }
+}
+
 /// `c[m × n] (row stride ldc) = a[m × k] · b[k × n]`, overwriting `c`.
 pub fn matmul(a: Mat, b: Mat, c: &mut [f32], ldc: usize) {
+    assert!(a.cols <= a.stride.max(1) && b.cols <= b.stride.max(1), "strides");
+    gemm_view(a.view(), b.view(), c, ldc, false, true)
+}
+
+/// A matrix view with any row and column strides (a transpose is a view with them swapped).
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    /// Elements from one row to the next.
+    pub rs: usize,
+    /// Elements from one column to the next.
+    pub cs: usize,
+}
+
+impl<'a> View<'a> {
+    /// A row-major `rows × cols` matrix, rows `stride` apart.
+    pub fn rows(data: &'a [f32], rows: usize, cols: usize, stride: usize) -> Self {
+        View { data, rows, cols, rs: stride, cs: 1 }
+    }
+
+    /// The transpose, without copying.
+    pub fn t(self) -> Self {
+        View { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+    }
+
+    fn fits(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `c[m × n] (row stride ldc) = a · b`, or `+= a · b` with `accumulate`; `parallel` lets gemm
+/// split the product among Candle's threads (never inside a parallel section).
+pub fn gemm_view(a: View, b: View, c: &mut [f32], ldc: usize, accumulate: bool, parallel: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions");
-    assert!(a.cols <= a.stride.max(1) && b.cols <= b.stride.max(1) && n <= ldc.max(1), "strides");
-    assert!(m == 0 || a.data.len() >= (m - 1) * a.stride + k, "lhs too short");
-    assert!(k == 0 || b.data.len() >= (k - 1) * b.stride + n, "rhs too short");
-    assert!(m == 0 || c.len() >= (m - 1) * ldc + n, "destination too short");
+    assert!(a.fits() && b.fits(), "a view reaches past its slice");
+    assert!(m == 0 || n == 0 || ((m - 1) * ldc + n <= c.len() && n <= ldc), "destination too short");
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
-        for row in c.chunks_mut(ldc.max(1)).take(m) {
-            row[..n].fill(0.0);
+        if !accumulate {
+            for row in c.chunks_mut(ldc.max(1)).take(m) {
+                row[..n].fill(0.0);
+            }
         }
         return;
     }
-    // SAFETY: the asserts above keep every index gemm touches inside the three slices, and `c`
-    // is borrowed mutably, so it aliases neither input.
+    let par = match parallel {
+        true => parallelism(m * n * k),
+        false => gemm::Parallelism::None,
+    };
+    // SAFETY: `fits` and the destination check keep every index gemm touches inside the three
+    // slices, and `c` is borrowed mutably, so it aliases neither input.
     unsafe {
         gemm::gemm(
             m,
@@ -37,19 +84,19 @@ pub fn matmul(a: Mat, b: Mat, c: &mut [f32], ldc: usize) {
             c.as_mut_ptr(),
             1,
             ldc as isize,
-            false,
+            accumulate,
             a.data.as_ptr(),
-            1,
-            a.stride as isize,
+            a.cs as isize,
+            a.rs as isize,
             b.data.as_ptr(),
-            1,
-            b.stride as isize,
-            0.0,
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
             1.0,
             false,
             false,
             false,
-            parallelism(m * n * k),
+            par,
         )
     }
 }
@@ -68,6 +115,18 @@ fn parallelism(work: usize) -> gemm::Parallelism {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn views_transposed_and_accumulated() {
+        // a: 2×3, b = aᵀ viewed from a's own data: a·aᵀ = [[14, 32], [32, 77]].
+        let a = [1., 2., 3., 4., 5., 6.];
+        let v = View::rows(&a, 2, 3, 3);
+        let mut c = [1f32; 4];
+        gemm_view(v, v.t(), &mut c, 2, true, false);
+        assert_eq!(c, [15., 33., 33., 78.]);
+        gemm_view(v, v.t(), &mut c, 2, false, false);
+        assert_eq!(c, [14., 32., 32., 77.]);
+    }
 
     #[test]
     fn strided_product() {

@@ -59,14 +59,22 @@ pub fn phases<T: Copy + Default>(x: &[T], w: usize, stride: usize) -> Cow<'_, [T
     if stride == 1 {
         return Cow::Borrowed(x);
     }
+    let mut ph = vec![];
+    phases_into(x, w, stride, &mut ph);
+    Cow::Owned(ph)
+}
+
+/// [`phases`] into a buffer kept between calls (stride > 1; `buf` is resized, not reallocated
+/// once large enough).
+pub fn phases_into<T: Copy + Default>(x: &[T], w: usize, stride: usize, buf: &mut Vec<T>) {
     let pw = w.div_ceil(stride);
-    let mut ph = vec![T::default(); x.len() / w * stride * pw];
-    for (src, dst) in x.chunks_exact(w).zip(ph.chunks_exact_mut(stride * pw)) {
+    buf.clear();
+    buf.resize(x.len() / w * stride * pw, T::default());
+    for (src, dst) in x.chunks_exact(w).zip(buf.chunks_exact_mut(stride * pw)) {
         for (j, v) in src.iter().enumerate() {
             dst[(j % stride) * pw + j / stride] = *v;
         }
     }
-    Cow::Owned(ph)
 }
 
 /// Fills `cols` (`[c·k·k, (oy1 − oy0)·ow]`, zeroed) with output rows `oy0..oy1` of the column
@@ -105,7 +113,18 @@ pub fn im2col<T: Copy>(rows: &[T], g: &ConvGeometry, (oy0, oy1): (usize, usize),
 /// The adjoint of [`im2col`] over the whole image: adds every entry of `cols`
 /// (`[c·k·k, oh·ow]`) into the input pixel it was read from (`img`: `[c, h, w]`, not cleared).
 pub fn col2im<T: Copy + AddAssign>(cols: &[T], g: &ConvGeometry, img: &mut [T]) {
-    let (k, n) = (g.k, g.cols());
+    col2im_band(cols, g, (0, g.oh), img)
+}
+
+/// [`col2im`] of a band of output rows `oy0..oy1` (`cols`: `[c·k·k, (oy1 − oy0)·ow]`, what
+/// [`im2col`] gives for the band).
+pub fn col2im_band<T: Copy + AddAssign>(
+    cols: &[T],
+    g: &ConvGeometry,
+    (oy0, oy1): (usize, usize),
+    img: &mut [T],
+) {
+    let (k, n) = (g.k, (oy1 - oy0) * g.ow);
     for ci in 0..g.c {
         for ky in 0..k {
             for kx in 0..k {
@@ -116,10 +135,11 @@ pub fn col2im<T: Copy + AddAssign>(cols: &[T], g: &ConvGeometry, img: &mut [T]) 
                     continue;
                 }
                 let ix0 = x0 * g.stride + kx - g.pad; // the input column of output column x0
-                for oy in 0..g.oh {
+                for oy in oy0..oy1 {
                     let Some(iy) = g.input_row(oy, ky) else { continue };
                     let dst = &mut img[(ci * g.h + iy) * g.w..][..g.w];
-                    let src = &src[oy * g.ow + x0..oy * g.ow + x1];
+                    let at = (oy - oy0) * g.ow;
+                    let src = &src[at + x0..at + x1];
                     for (j, &v) in src.iter().enumerate() {
                         dst[ix0 + j * g.stride] += v;
                     }
@@ -181,8 +201,17 @@ mod tests {
                     assert_eq!(band[r * g.ow..][..g.ow], want[r * g.cols() + oy * g.ow..][..g.ow]);
                 }
             }
-            // <im2col(x), y> = <x, col2im(y)> for any y: col2im is the adjoint.
+            // col2im of the bands adds up to col2im of the whole.
             let y: Vec<f64> = (0..want.len()).map(|i| (i as f64 * 0.11).cos()).collect();
+            let (mut whole, mut banded) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            col2im(&y, &g, &mut whole);
+            for oy in 0..g.oh {
+                let band: Vec<f64> =
+                    (0..g.rows()).flat_map(|r| y[r * g.cols() + oy * g.ow..][..g.ow].to_vec()).collect();
+                col2im_band(&band, &g, (oy, oy + 1), &mut banded);
+            }
+            assert!(whole.iter().zip(&banded).all(|(a, b)| (a - b).abs() < 1e-12), "col2im bands");
+            // <im2col(x), y> = <x, col2im(y)> for any y: col2im is the adjoint.
             let mut back = vec![0.0; x.len()];
             col2im(&y, &g, &mut back);
             let lhs: f64 = want.iter().zip(&y).map(|(a, b)| a * b).sum();

@@ -367,7 +367,7 @@ impl Run {
                     path: optim.clone(),
                     msg: format!("cannot load the optimiser state: {e}"),
                 })?;
-                t.sgd.set_state(buffers.into_iter().collect());
+                t.set_optimizer_state(buffers.into_iter().collect())?;
                 t
             }
             None => Trainer::new(
@@ -413,6 +413,11 @@ impl Run {
             epoch_start: Instant::now(),
         };
         Ok(if resumed.is_some() { Opened::Resumed(run) } else { Opened::New(run) })
+    }
+
+    /// The network being trained (which path runs it, and why).
+    pub fn trainer(&self) -> &Trainer {
+        &self.trainer
     }
 
     pub fn checkpoint(&self) -> &Checkpoint {
@@ -518,7 +523,7 @@ impl Run {
     /// writes the checkpoint (the commit point) last.
     pub fn finish_epoch(&mut self, val: Option<&Subset>) -> Result<EpochMetrics> {
         let epoch = self.state.epochs_done + 1;
-        let model = Model::new(self.arch, self.graph.clone(), self.trainer.state_dict());
+        let model = Model::new(self.arch, self.graph.clone(), self.trainer.state_dict()?);
         let v = match val {
             Some(v) => Some(self.evaluate(&model, v)?),
             None => None,
@@ -577,7 +582,7 @@ impl Run {
     fn save(&mut self, weights: Option<&Weights>) -> Result<()> {
         let dir = &self.dir;
         let optimizer = format!("optim-{}.safetensors", self.state.step);
-        let buffers: BTreeMap<String, Tensor> = self.trainer.sgd.state().clone();
+        let buffers: BTreeMap<String, Tensor> = self.trainer.optimizer_state()?;
         let meta = HashMap::from([("step".to_string(), self.state.step.to_string())]);
         Weights::from_map(buffers).save(&dir.join(&optimizer), Some(meta))?;
         self.state.optimizer = optimizer.clone();
@@ -591,7 +596,7 @@ impl Run {
         let weights = match weights {
             Some(w) => w,
             None => {
-                owned = self.trainer.state_dict();
+                owned = self.trainer.state_dict()?;
                 &owned
             }
         };

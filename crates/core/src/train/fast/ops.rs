@@ -1,0 +1,609 @@
+//! The fast training plan's kernels, forward and backward, on NCHW f32 slices. The batch is cut
+//! into one contiguous shard of images per thread ([`Shards`]); each kernel works shard by
+//! shard, and what sums over the batch (weight gradients, BatchNorm statistics) is summed per
+//! shard into that shard's [`Scratch`] and reduced after, in shard order: no locks, and the
+//! same bits on every run with the same thread count.
+
+use std::ops::Range;
+
+use crate::kernels::gemm::{gemm_view, View};
+use crate::kernels::im2col::{col2im_band, im2col, phases_into, ConvGeometry};
+use crate::spec::Pool;
+
+/// One thread's buffers, sized once for the largest layer and kept between steps.
+#[derive(Default)]
+pub struct Scratch {
+    /// The phases of a strided conv's input image.
+    pub phases: Vec<f32>,
+    /// A band of the column matrix, and its gradient.
+    pub cols: Vec<f32>,
+    pub dcols: Vec<f32>,
+    /// This shard's share of a weight gradient, then of a bias gradient.
+    pub dw: Vec<f32>,
+    pub db: Vec<f32>,
+    /// Per-channel sums (BatchNorm statistics and their gradients).
+    pub sums: Vec<f64>,
+}
+
+/// The batch cut into contiguous ranges of images, one per thread.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shards(pub Vec<Range<usize>>);
+
+impl Shards {
+    pub fn new(images: usize, threads: usize) -> Self {
+        let t = threads.clamp(1, images.max(1));
+        Shards((0..t).map(|i| i * images / t..(i + 1) * images / t).collect())
+    }
+
+    /// `f(images, chunk, scratch)` for every shard, `chunk` being those images' part of `out`
+    /// (`per` floats an image; empty when `per` is 0), in parallel natively.
+    pub fn run<F>(&self, out: &mut [f32], per: usize, scratch: &mut [Scratch], f: F)
+    where
+        F: Fn(Range<usize>, &mut [f32], &mut Scratch) + Sync + Send,
+    {
+        let mut rest = out;
+        let mut jobs = Vec::with_capacity(self.0.len());
+        for (r, s) in self.0.iter().zip(scratch.iter_mut()) {
+            let (chunk, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * per);
+            rest = tail;
+            jobs.push((r.clone(), chunk, s));
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            use rayon::prelude::*;
+            jobs.into_par_iter().for_each(|(r, c, s)| f(r, c, s));
+        }
+        #[cfg(target_arch = "wasm32")]
+        jobs.into_iter().for_each(|(r, c, s)| f(r, c, s));
+    }
+}
+
+/// Sums the first `len` of each shard's `pick` into `dst`, overwriting it.
+pub fn reduce_f32(
+    scratch: &[Scratch],
+    shards: usize,
+    len: usize,
+    pick: fn(&Scratch) -> &[f32],
+    dst: &mut [f32],
+) {
+    dst[..len].copy_from_slice(&pick(&scratch[0])[..len]);
+    for s in &scratch[1..shards] {
+        for (d, v) in dst[..len].iter_mut().zip(&pick(s)[..len]) {
+            *d += v;
+        }
+    }
+}
+
+/// Sums the first `len` per-channel sums of each shard.
+pub fn reduce_sums(scratch: &[Scratch], shards: usize, len: usize) -> Vec<f64> {
+    let mut out = scratch[0].sums[..len].to_vec();
+    for s in &scratch[1..shards] {
+        for (d, v) in out.iter_mut().zip(&s.sums[..len]) {
+            *d += v;
+        }
+    }
+    out
+}
+
+/// Where a layer's backward writes: its weight's gradient and its bias's (overwritten), and
+/// its input's (added to; `None` for the image).
+pub struct LayerGrads<'a> {
+    pub dw: &'a mut [f32],
+    pub db: Option<&'a mut [f32]>,
+    pub dx: Option<&'a mut [f32]>,
+}
+
+/// A conv's sizes and how many output rows one band of its column matrix holds (a band stays
+/// within ~512 KiB, so gemm reads it from cache).
+#[derive(Clone, Copy, Debug)]
+pub struct ConvShape {
+    pub g: ConvGeometry,
+    pub out_ch: usize,
+    pub band: usize,
+}
+
+impl ConvShape {
+    pub fn new(g: ConvGeometry, out_ch: usize) -> Self {
+        let band = ((128 << 10) / (g.rows() * g.ow).max(1)).clamp(1, g.oh.max(1));
+        ConvShape { g, out_ch, band }
+    }
+
+    /// 1×1, stride 1, no padding: the image is its own column matrix.
+    fn pointwise(&self) -> bool {
+        self.g.k == 1 && self.g.stride == 1 && self.g.pad == 0
+    }
+
+    pub fn cols_len(&self) -> usize {
+        if self.pointwise() {
+            0
+        } else {
+            self.g.rows() * self.band * self.g.ow
+        }
+    }
+
+    fn bands(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..self.g.oh).step_by(self.band).map(|y| (y, (y + self.band).min(self.g.oh)))
+    }
+}
+
+/// The image's phases (stride > 1) or the image itself.
+fn phased<'a>(x: &'a [f32], g: &ConvGeometry, buf: &'a mut Vec<f32>) -> &'a [f32] {
+    if g.stride == 1 {
+        return x;
+    }
+    phases_into(x, g.w, g.stride, buf);
+    buf
+}
+
+/// `y = conv(x, w) + b`, image by image and band by band.
+pub fn conv_forward(
+    c: &ConvShape,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    y: &mut [f32],
+    shards: &Shards,
+    scratch: &mut [Scratch],
+) {
+    let g = &c.g;
+    let (k, plane, inp) = (g.rows(), g.cols(), g.c * g.h * g.w);
+    let wv = View::rows(w, c.out_ch, k, k);
+    shards.run(y, c.out_ch * plane, scratch, |images, out, s| {
+        for (i, img) in images.enumerate() {
+            let x = &x[img * inp..][..inp];
+            let out = &mut out[i * c.out_ch * plane..][..c.out_ch * plane];
+            if c.pointwise() {
+                gemm_view(wv, View::rows(x, k, plane, plane), out, plane, false, false);
+            } else {
+                let Scratch { phases, cols, .. } = s;
+                let ph = phased(x, g, phases);
+                for (oy0, oy1) in c.bands() {
+                    let n = (oy1 - oy0) * g.ow;
+                    let cols = &mut cols[..k * n];
+                    cols.fill(0.0);
+                    im2col(ph, g, (oy0, oy1), cols);
+                    gemm_view(wv, View::rows(cols, k, n, n), &mut out[oy0 * g.ow..], plane, false, false);
+                }
+            }
+            if let Some(b) = b {
+                for (row, &bias) in out.chunks_exact_mut(plane).zip(b) {
+                    row.iter_mut().for_each(|v| *v += bias);
+                }
+            }
+        }
+    });
+}
+
+/// The conv's backward: `dw` (and `db`) overwritten with the batch's gradients; `dx`, when
+/// given, gets the input's gradient added.
+pub fn conv_backward(
+    c: &ConvShape,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    grads: LayerGrads,
+    shards: &Shards,
+    scratch: &mut [Scratch],
+) {
+    let LayerGrads { dw, db, dx } = grads;
+    let g = &c.g;
+    let (k, plane, inp) = (g.rows(), g.cols(), g.c * g.h * g.w);
+    let wt = View::rows(w, c.out_ch, k, k).t();
+    let with_bias = db.is_some();
+    let (mut none, per) = (vec![], if dx.is_some() { inp } else { 0 });
+    let dx = dx.unwrap_or(&mut none);
+    shards.run(dx, per, scratch, |images, dx, s| {
+        let Scratch { phases, cols, dcols, dw, db, .. } = s;
+        dw[..c.out_ch * k].fill(0.0);
+        db[..c.out_ch].fill(0.0);
+        for (i, img) in images.enumerate() {
+            let x = &x[img * inp..][..inp];
+            let dy = &dy[img * c.out_ch * plane..][..c.out_ch * plane];
+            if with_bias {
+                for (d, row) in db.iter_mut().zip(dy.chunks_exact(plane)) {
+                    *d += row.iter().sum::<f32>();
+                }
+            }
+            let dx = (per > 0).then(|| &mut dx[i * inp..][..inp]);
+            if c.pointwise() {
+                // dW += dy · xᵀ; dx += Wᵀ · dy.
+                let dyv = View::rows(dy, c.out_ch, plane, plane);
+                gemm_view(dyv, View::rows(x, k, plane, plane).t(), dw, k, true, false);
+                if let Some(dx) = dx {
+                    gemm_view(wt, dyv, dx, plane, true, false);
+                }
+                continue;
+            }
+            let ph = phased(x, g, phases);
+            let mut dx = dx;
+            for (oy0, oy1) in c.bands() {
+                let n = (oy1 - oy0) * g.ow;
+                let cols = &mut cols[..k * n];
+                cols.fill(0.0);
+                im2col(ph, g, (oy0, oy1), cols);
+                let dyv = View { data: &dy[oy0 * g.ow..], rows: c.out_ch, cols: n, rs: plane, cs: 1 };
+                gemm_view(dyv, View::rows(cols, k, n, n).t(), dw, k, true, false);
+                if let Some(dx) = dx.as_deref_mut() {
+                    let dcols = &mut dcols[..k * n];
+                    gemm_view(wt, dyv, dcols, n, false, false);
+                    col2im_band(dcols, g, (oy0, oy1), dx);
+                }
+            }
+        }
+    });
+    let t = shards.0.len();
+    reduce_f32(scratch, t, c.out_ch * k, |s| &s.dw, dw);
+    if let Some(db) = db {
+        reduce_f32(scratch, t, c.out_ch, |s| &s.db, db);
+    }
+}
+
+/// Per channel: the sum and the sum of squared deviations of one plane, combined into the
+/// running `(count, mean, m2)` (Chan et al.), in f64.
+fn welford(plane: &[f32], acc: &mut [f64]) {
+    let n = plane.len() as f64;
+    let m = plane.iter().sum::<f32>() as f64 / n;
+    let m2: f64 = plane.iter().map(|&v| (v as f64 - m) * (v as f64 - m)).sum();
+    let (na, ma, m2a) = (acc[0], acc[1], acc[2]);
+    let total = na + n;
+    let delta = m - ma;
+    acc[0] = total;
+    acc[1] = ma + delta * n / total;
+    acc[2] = m2a + m2 + delta * delta * na * n / total;
+}
+
+/// What a BatchNorm's backward needs from its forward, per channel.
+#[derive(Clone, Debug, Default)]
+pub struct BnSaved {
+    pub mean: Vec<f32>,
+    /// Biased batch variance (what normalises).
+    pub var: Vec<f32>,
+    pub inv_std: Vec<f32>,
+}
+
+/// BatchNorm with batch statistics, `y = relu?(γ·(x − μ)/σ + β)`.
+#[allow(clippy::too_many_arguments)]
+pub fn bn_forward(
+    (channels, plane): (usize, usize),
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    relu: bool,
+    y: &mut [f32],
+    saved: &mut BnSaved,
+    shards: &Shards,
+    scratch: &mut [Scratch],
+) {
+    let per = channels * plane;
+    shards.run(&mut [], 0, scratch, |images, _, s| {
+        let acc = &mut s.sums[..3 * channels];
+        acc.fill(0.0);
+        for img in images {
+            for (c, p) in x[img * per..][..per].chunks_exact(plane).enumerate() {
+                welford(p, &mut acc[3 * c..3 * c + 3]);
+            }
+        }
+    });
+    // Chan's combination of the shards, in shard order.
+    let t = shards.0.len();
+    saved.mean.resize(channels, 0.0);
+    saved.var.resize(channels, 0.0);
+    saved.inv_std.resize(channels, 0.0);
+    for c in 0..channels {
+        let mut acc = [0f64; 3];
+        for s in &scratch[..t] {
+            let (n, m, m2) = (s.sums[3 * c], s.sums[3 * c + 1], s.sums[3 * c + 2]);
+            if n == 0.0 {
+                continue;
+            }
+            let total = acc[0] + n;
+            let delta = m - acc[1];
+            acc[2] += m2 + delta * delta * acc[0] * n / total;
+            acc[1] += delta * n / total;
+            acc[0] = total;
+        }
+        let var = acc[2] / acc[0].max(1.0);
+        saved.mean[c] = acc[1] as f32;
+        saved.var[c] = var as f32;
+        saved.inv_std[c] = (1.0 / (var + eps).sqrt()) as f32;
+    }
+    let scale: Vec<f32> = (0..channels).map(|c| gamma[c] * saved.inv_std[c]).collect();
+    let shift: Vec<f32> = (0..channels).map(|c| beta[c] - saved.mean[c] * scale[c]).collect();
+    shards.run(y, per, scratch, |images, out, _| {
+        for (i, img) in images.enumerate() {
+            let src = &x[img * per..][..per];
+            let dst = &mut out[i * per..][..per];
+            for (c, (o, p)) in dst.chunks_exact_mut(plane).zip(src.chunks_exact(plane)).enumerate() {
+                let (a, b) = (scale[c], shift[c]);
+                match relu {
+                    true => o.iter_mut().zip(p).for_each(|(o, &v)| *o = (v * a + b).max(0.0)),
+                    false => o.iter_mut().zip(p).for_each(|(o, &v)| *o = v * a + b),
+                }
+            }
+        }
+    });
+}
+
+/// BatchNorm's backward (through its ReLU when fused, masked by the output `y`): `dgamma`,
+/// `dbeta` overwritten, `dx` added to.
+#[allow(clippy::too_many_arguments)]
+pub fn bn_backward(
+    (channels, plane): (usize, usize),
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    relu: bool,
+    saved: &BnSaved,
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+    dx: &mut [f32],
+    shards: &Shards,
+    scratch: &mut [Scratch],
+) {
+    let per = channels * plane;
+    let grad = |g: f32, y: f32| if relu && y <= 0.0 { 0.0 } else { g };
+    shards.run(&mut [], 0, scratch, |images, _, s| {
+        let acc = &mut s.sums[..2 * channels];
+        acc.fill(0.0);
+        for img in images {
+            let at = img * per;
+            for c in 0..channels {
+                let r = at + c * plane..at + (c + 1) * plane;
+                let (m, is) = (saved.mean[c], saved.inv_std[c]);
+                let (mut sg, mut sgx) = (0f32, 0f32);
+                for ((&g, &y), &x) in dy[r.clone()].iter().zip(&y[r.clone()]).zip(&x[r]) {
+                    let g = grad(g, y);
+                    sg += g;
+                    sgx += g * (x - m) * is;
+                }
+                acc[2 * c] += sg as f64;
+                acc[2 * c + 1] += sgx as f64;
+            }
+        }
+    });
+    let sums = reduce_sums(scratch, shards.0.len(), 2 * channels);
+    let count = (x.len() / channels) as f64;
+    for c in 0..channels {
+        dbeta[c] = sums[2 * c] as f32;
+        dgamma[c] = sums[2 * c + 1] as f32;
+    }
+    let mg: Vec<f32> = (0..channels).map(|c| (sums[2 * c] / count) as f32).collect();
+    let mgx: Vec<f32> = (0..channels).map(|c| (sums[2 * c + 1] / count) as f32).collect();
+    shards.run(dx, per, scratch, |images, out, _| {
+        for (i, img) in images.enumerate() {
+            let at = img * per;
+            for c in 0..channels {
+                let r = at + c * plane..at + (c + 1) * plane;
+                let (m, is, k) = (saved.mean[c], saved.inv_std[c], gamma[c] * saved.inv_std[c]);
+                let o = &mut out[i * per + c * plane..][..plane];
+                for (((o, &g), &y), &x) in o.iter_mut().zip(&dy[r.clone()]).zip(&y[r.clone()]).zip(&x[r]) {
+                    *o += k * (grad(g, y) - mg[c] - (x - m) * is * mgx[c]);
+                }
+            }
+        }
+    });
+}
+
+/// Elementwise over the batch in parallel: `f(index range, out chunk)`.
+pub fn elementwise(
+    out: &mut [f32],
+    shards: &Shards,
+    per: usize,
+    scratch: &mut [Scratch],
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
+    shards.run(out, per, scratch, |images, chunk, _| f(images.start * per, chunk));
+}
+
+/// Option A's shortcut, `(c, h, w)` in, `(oc, stride)`: every `stride`-th pixel, zero channels
+/// padded around. Forward `dst = shortcut(src)`; with `backward`, `dst += shortcutᵀ(src)`.
+pub fn shortcut_a(
+    (c, h, w): (usize, usize, usize),
+    (oc, stride): (usize, usize),
+    backward: bool,
+    src: &[f32],
+    dst: &mut [f32],
+    shards: &Shards,
+    scratch: &mut [Scratch],
+) {
+    let (oh, ow, lo) = (h.div_ceil(stride), w.div_ceil(stride), (oc - c) / 2);
+    let (ip, op) = (h * w, oh * ow);
+    let per = if backward { c * ip } else { oc * op };
+    shards.run(dst, per, scratch, |images, out, _| {
+        if !backward {
+            out.fill(0.0);
+        }
+        for (i, img) in images.enumerate() {
+            for ci in 0..c {
+                let (xi, yi) = ((img * c + ci) * ip, (img * oc + ci + lo) * op);
+                let (xl, yl) = ((i * c + ci) * ip, (i * oc + ci + lo) * op);
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let (a, b) = (oy * stride * w + ox * stride, oy * ow + ox);
+                        match backward {
+                            false => out[yl + b] = src[xi + a],
+                            true => out[xl + a] += src[yi + b],
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The input rows/columns a pooling window covers, clipped to the image.
+fn window(o: usize, p: &Pool, n: usize) -> Range<usize> {
+    let start = (o * p.stride) as isize - p.padding as isize;
+    let end = (start + p.kernel as isize).min(n as isize);
+    start.max(0) as usize..end.max(0) as usize
+}
+
+/// A pooling layer's sizes: `planes` channels an image, `h×w` in, `oh×ow` out.
+#[derive(Clone, Copy)]
+pub struct PoolShape {
+    pub planes: usize,
+    pub input: (usize, usize),
+    pub output: (usize, usize),
+    pub pool: Pool,
+}
+
+impl PoolShape {
+    /// `f(plane, i, o, rows, cols)` for every window of the shard's planes: `plane` counts
+    /// over the batch, `i` within the shard, `o` is the window's index in its output plane.
+    fn each(&self, images: Range<usize>, mut f: impl FnMut(usize, usize, usize, Range<usize>, Range<usize>)) {
+        let ((h, w), (oh, ow)) = (self.input, self.output);
+        for (i, plane) in (images.start * self.planes..images.end * self.planes).enumerate() {
+            for oy in 0..oh {
+                let rows = window(oy, &self.pool, h);
+                for ox in 0..ow {
+                    f(plane, i, oy * ow + ox, rows.clone(), window(ox, &self.pool, w));
+                }
+            }
+        }
+    }
+
+    fn in_plane(&self) -> usize {
+        self.input.0 * self.input.1
+    }
+
+    fn out_plane(&self) -> usize {
+        self.output.0 * self.output.1
+    }
+}
+
+/// Max pooling (PyTorch's padding and ceil mode: padding never wins).
+pub fn max_pool_forward(ps: &PoolShape, x: &[f32], y: &mut [f32], shards: &Shards, scratch: &mut [Scratch]) {
+    let (ip, op, w) = (ps.in_plane(), ps.out_plane(), ps.input.1);
+    shards.run(y, ps.planes * op, scratch, |images, out, _| {
+        ps.each(images, |plane, i, o, rows, cols| {
+            let src = &x[plane * ip..][..ip];
+            let m = rows
+                .flat_map(|iy| &src[iy * w + cols.start..iy * w + cols.end])
+                .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            out[i * op + o] = m;
+        })
+    });
+}
+
+/// Max pooling's backward: each window's gradient goes to its first maximum.
+pub fn max_pool_backward(
+    ps: &PoolShape,
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    shards: &Shards,
+    scratch: &mut [Scratch],
+) {
+    let (ip, op, w) = (ps.in_plane(), ps.out_plane(), ps.input.1);
+    shards.run(dx, ps.planes * ip, scratch, |images, out, _| {
+        ps.each(images, |plane, i, o, rows, cols| {
+            let src = &x[plane * ip..][..ip];
+            let at = plane * op + o;
+            let first =
+                rows.flat_map(|iy| cols.clone().map(move |ix| iy * w + ix)).find(|&j| src[j] == y[at]);
+            if let Some(j) = first {
+                out[i * ip + j] += dy[at];
+            }
+        })
+    });
+}
+
+/// Average pooling without padding (what the zoo's LeNet uses): the window's mean.
+pub fn avg_pool_forward(ps: &PoolShape, x: &[f32], y: &mut [f32], shards: &Shards, scratch: &mut [Scratch]) {
+    let (ip, op, w) = (ps.in_plane(), ps.out_plane(), ps.input.1);
+    let area = (ps.pool.kernel * ps.pool.kernel) as f32;
+    shards.run(y, ps.planes * op, scratch, |images, out, _| {
+        ps.each(images, |plane, i, o, rows, cols| {
+            let src = &x[plane * ip..][..ip];
+            out[i * op + o] =
+                rows.map(|iy| src[iy * w + cols.start..iy * w + cols.end].iter().sum::<f32>()).sum::<f32>()
+                    / area;
+        })
+    });
+}
+
+pub fn avg_pool_backward(
+    ps: &PoolShape,
+    dy: &[f32],
+    dx: &mut [f32],
+    shards: &Shards,
+    scratch: &mut [Scratch],
+) {
+    let (ip, op, w) = (ps.in_plane(), ps.out_plane(), ps.input.1);
+    let area = (ps.pool.kernel * ps.pool.kernel) as f32;
+    shards.run(dx, ps.planes * ip, scratch, |images, out, _| {
+        ps.each(images, |plane, i, o, rows, cols| {
+            let g = dy[plane * op + o] / area;
+            for iy in rows {
+                out[i * ip + iy * w + cols.start..i * ip + iy * w + cols.end]
+                    .iter_mut()
+                    .for_each(|d| *d += g);
+            }
+        })
+    });
+}
+
+/// `y[n × out] = x[n × in] · Wᵀ + b`.
+pub fn linear_forward(
+    (n, inf, outf): (usize, usize, usize),
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let wt = View::rows(w, outf, inf, inf).t();
+    gemm_view(View::rows(x, n, inf, inf), wt, y, outf, false, true);
+    if let Some(b) = b {
+        for row in y.chunks_exact_mut(outf) {
+            row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+        }
+    }
+}
+
+/// Linear's backward: `dw = dyᵀ·x`, `db = Σ dy` (overwritten), `dx += dy·W`.
+pub fn linear_backward(
+    (n, inf, outf): (usize, usize, usize),
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    grads: LayerGrads,
+) {
+    let LayerGrads { dw, db, dx } = grads;
+    let dyv = View::rows(dy, n, outf, outf);
+    gemm_view(dyv.t(), View::rows(x, n, inf, inf), dw, inf, false, true);
+    if let Some(db) = db {
+        db.fill(0.0);
+        for row in dy.chunks_exact(outf) {
+            db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
+        }
+    }
+    if let Some(dx) = dx {
+        gemm_view(dyv, View::rows(w, outf, inf, inf), dx, inf, true, true);
+    }
+}
+
+/// Mean cross-entropy of `logits` (`n × k`) against `labels`: the loss, the number of rows
+/// whose first maximum is the label, and `dlogits = (softmax − onehot)/n`.
+pub fn cross_entropy(logits: &[f32], labels: &[u32], k: usize, dlogits: &mut [f32]) -> (f32, usize) {
+    let n = labels.len();
+    let (mut loss, mut correct) = (0f64, 0);
+    for ((row, d), &label) in logits.chunks_exact(k).zip(dlogits.chunks_exact_mut(k)).zip(labels) {
+        let (mut best, mut arg) = (f32::NEG_INFINITY, 0);
+        for (j, &v) in row.iter().enumerate() {
+            if v > best {
+                (best, arg) = (v, j);
+            }
+        }
+        correct += (arg == label as usize) as usize;
+        let sum: f64 = row.iter().map(|&v| ((v - best) as f64).exp()).sum();
+        loss += sum.ln() + best as f64 - row[label as usize] as f64;
+        for (j, (d, &v)) in d.iter_mut().zip(row).enumerate() {
+            let p = ((v - best) as f64).exp() / sum;
+            *d = ((p - (j == label as usize) as u32 as f64) / n as f64) as f32;
+        }
+    }
+    ((loss / n.max(1) as f64) as f32, correct)
+}
