@@ -396,6 +396,17 @@ impl Graph {
         self.nodes.iter().map(|n| n.trainable_params() as u64).sum()
     }
 
+    /// Each node's only consumer, where it has exactly one (what a fused kernel may absorb).
+    pub fn sole_consumers(&self) -> Vec<Option<NodeId>> {
+        let mut consumers = vec![vec![]; self.nodes.len()];
+        for (i, node) in self.nodes.iter().enumerate() {
+            for &j in &node.inputs {
+                consumers[j].push(i);
+            }
+        }
+        consumers.into_iter().map(|c| if let [j] = c.as_slice() { Some(*j) } else { None }).collect()
+    }
+
     /// Number of consumers of each node.
     pub fn fan_out(&self) -> Vec<usize> {
         let mut uses = vec![0; self.nodes.len()];

@@ -52,16 +52,8 @@ impl FastPlan {
     /// Inference: BatchNorm folded, add and ReLU fused where the graph allows.
     pub fn folded(graph: &Graph, weights: &Weights) -> Result<Self> {
         let n = graph.nodes.len();
-        let mut consumers = vec![vec![]; n];
-        for (i, node) in graph.nodes.iter().enumerate() {
-            for &j in &node.inputs {
-                consumers[j].push(i);
-            }
-        }
-        let only = |i: NodeId| match consumers[i].as_slice() {
-            [j] => Some(*j),
-            _ => None,
-        };
+        let sole = graph.sole_consumers();
+        let only = |i: NodeId| sole[i];
         let mut plan = FastPlan::empty(n, true);
         for (i, node) in graph.nodes.iter().enumerate() {
             let Op::Conv2d(c) = &node.op else { continue };

@@ -115,23 +115,23 @@ impl Trainer {
                 candle_core::bail!("weights lack {name}");
             }
         }
-        let fallback = match (path, device.is_cpu()) {
-            (TrainPath::Candle, _) => Some("the Candle path was asked for".to_string()),
-            (_, false) => Some(format!("the fast plan runs on the CPU, not {device:?}")),
-            (_, true) => fast::unsupported(&graph).map(|op| format!("the fast plan has no kernel for {op}")),
+        let why_not_fast = match device.is_cpu() {
+            false => Some(format!("the fast plan runs on the CPU, not {device:?}")),
+            true => fast::unsupported(&graph).map(|op| format!("the fast plan has no kernel for {op}")),
         };
-        if let (TrainPath::Fast, Some(why)) = (path, &fallback) {
+        if let (TrainPath::Fast, Some(why)) = (path, &why_not_fast) {
             candle_core::bail!("cannot train on the fast plan: {why}");
         }
-        let engine = match fallback {
-            None => Engine::Fast(Box::new(fast::FastTrainer::new(graph.clone(), &params, buffers, sgd)?)),
-            Some(_) => {
+        let engine = match path != TrainPath::Candle && why_not_fast.is_none() {
+            true => Engine::Fast(Box::new(fast::FastTrainer::new(graph.clone(), &params, buffers, sgd)?)),
+            false => {
                 let params =
                     params.into_iter().map(|(n, t)| Ok((n, Var::from_tensor(&t)?))).collect::<Result<_>>()?;
                 Engine::Candle(CandleState { params, buffers, sgd: Sgd::new(sgd) })
             }
         };
-        let fallback = if path == TrainPath::Candle { None } else { fallback };
+        // Asking for Candle is not a fallback.
+        let fallback = why_not_fast.filter(|_| path != TrainPath::Candle);
         Ok(Trainer { graph, engine, fallback, device: device.clone() })
     }
 

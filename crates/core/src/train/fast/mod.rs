@@ -139,14 +139,8 @@ impl FastTrainer {
             index.get(&name).copied().ok_or_else(|| candle_core::Error::Msg(format!("no parameter {name}")))
         };
         let n = graph.nodes.len();
-        let mut consumers = vec![vec![]; n];
-        for (i, node) in graph.nodes.iter().enumerate() {
-            for &j in &node.inputs {
-                consumers[j].push(i);
-            }
-        }
-        let relu_only =
-            |i: NodeId| matches!(consumers[i].as_slice(), [j] if matches!(graph.nodes[*j].op, Op::Relu));
+        let sole = graph.sole_consumers();
+        let relu_only = |i: NodeId| sole[i].is_some_and(|j| matches!(graph.nodes[j].op, Op::Relu));
         let mut kinds = vec![Kind::Input; n];
         let mut owner: Vec<NodeId> = (0..n).collect();
         let mut bn_nodes = vec![];
