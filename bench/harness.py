@@ -336,6 +336,77 @@ def page(quick):
     return out
 
 
+# Training: (model, batch) rows the issue asks for; images/s of SGD steps on one fixed batch.
+TRAIN_ROWS = [("cifar-resnet20", 128), ("cifar-resnet56", 128), ("cifar-plain56", 128), ("resnet18", 16)]
+
+
+def train_input(model, batch):
+    """A fixed N(0,1) batch (seed 1) for the training rows, shared by ours and PyTorch."""
+    side = 32 if model.startswith("cifar") else 224
+    path = WORK / f"train-{model}-b{batch}.f32"
+    if not path.exists():
+        np.random.default_rng(1).standard_normal((batch, 3, side, side), dtype=np.float32).tofile(path)
+    return path
+
+
+def run_ours_train(model, threads, batch, it):
+    cmd = [str(OURS), "--model", model, "--batch", str(batch), "--input", str(train_input(model, batch))]
+    cmd += ["--mode", "train", "--warmup", str(it["warmup"]), "--min-iters", str(it["min_iters"])]
+    cmd += ["--max-iters", str(it["max_iters"]), "--budget-s", str(it["budget_s"])]
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    r = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout)
+    if r["rayon_threads"] != threads:
+        raise SystemExit(f"thread setting did not take effect: asked {threads}, got {r}")
+    return r
+
+
+def training(quick):
+    """`resnet train`'s step (the fast CPU plan) beside PyTorch eager's, interleaved round by
+    round (ours, then PyTorch, each in a fresh process so peak RSS is that run's alone); each
+    side's median round."""
+    if quick:
+        rows, threads_list = [("cifar-resnet20", 8)], [1]
+        it = {"warmup": 1, "min_iters": 2, "max_iters": 3, "budget_s": 0.1, "rounds": 1}
+    else:
+        rows, threads_list = TRAIN_ROWS, [1, 2]
+        it = {"warmup": 2, "min_iters": 5, "max_iters": 40, "budget_s": 4.0, "rounds": 3}
+    out, torch_note = {}, None
+    for model, batch in rows:
+        out[model] = {"batch": batch, "threads": {}}
+        for threads in threads_list:
+            log(f"training {model} batch={batch} threads={threads}")
+            ours_rounds, torch_rounds = [], []
+            for _ in range(it["rounds"]):
+                ours_rounds.append(run_ours_train(model, threads, batch, it))
+                run = {"model": model, "batch": batch, "input": str(train_input(model, batch)), "train": True}
+                t, why = run_torch(threads, [run], it)
+                if t is None:
+                    torch_note = why
+                else:
+                    torch_rounds.append(dict(t["runs"][0], base_rss_mb=t["base_rss_mb"], version=t["torch_version"]))
+            ours = sorted(ours_rounds, key=lambda r: r["median_ms"])[len(ours_rounds) // 2]
+            cell = {
+                "ours_images_per_s": ours["images_per_s"],
+                "ours_peak_rss_mb": ours["peak_rss_mb"],
+                "ours": {k: ours[k] for k in ("path", "median_ms", "min_ms", "p90_ms", "iters", "cpu_per_wall")},
+                "torch_images_per_s": None,
+                "torch_peak_rss_mb": None,
+                "ratio": None,
+                "rss_ratio": None,
+            }
+            if torch_rounds:
+                tr = sorted(torch_rounds, key=lambda r: r["median_ms"])[len(torch_rounds) // 2]
+                cell.update(
+                    torch_images_per_s=tr["images_per_s"],
+                    torch_peak_rss_mb=tr["peak_rss_mb"],
+                    torch={k: tr[k] for k in ("median_ms", "min_ms", "p90_ms", "iters", "cpu_per_wall", "base_rss_mb")},
+                    ratio=ours["images_per_s"] / tr["images_per_s"],
+                    rss_ratio=ours["peak_rss_mb"] / tr["peak_rss_mb"],
+                )
+            out[model]["threads"][str(threads)] = cell
+    return {"rows": out, "torch_note": torch_note}
+
+
 def validate(res):
     """The shape the issue asks for; bench/run --quick and scripts/test.d/40-bench-quick use it."""
     for k in ("date", "cpu", "browser", "wasm", "native", "page", "gpu"):
@@ -356,6 +427,13 @@ def validate(res):
     for m, r in (res.get("cam") or {}).items():
         for k in ("forward_ms", "cam_ms", "cam_backward_ms", "cam_ratio"):
             assert isinstance(r[k], (int, float)) and r[k] > 0, f"cam.{m}.{k} = {r.get(k)}"
+    for m, r in ((res.get("train") or {}).get("rows") or {}).items():
+        assert r["threads"], f"train.{m}: no thread counts"
+        for t, c in r["threads"].items():
+            for k in ("ours_images_per_s", "ours_peak_rss_mb"):
+                assert isinstance(c[k], (int, float)) and c[k] > 0, f"train.{m}.{t}.{k} = {c.get(k)}"
+            assert c["ours"]["path"] == "fast", f"train.{m}.{t}: ran on {c['ours']['path']}, not the fast plan"
+            assert c["ratio"] is None or c["ratio"] > 0, f"train.{m}.{t}.ratio"
 
 
 def main():
@@ -363,7 +441,9 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path, help="directory for results.json and results.md")
     ap.add_argument("--validate", type=Path, help="only check that this results.json has the expected shape")
-    ap.add_argument("--only", choices=["cam"], help="measure this part alone and merge it into OUT/results.json")
+    ap.add_argument(
+        "--only", choices=["cam", "train"], help="measure this part alone and merge it into OUT/results.json"
+    )
     a = ap.parse_args()
     if a.validate:
         validate(json.loads(a.validate.read_text()))
@@ -372,12 +452,18 @@ def main():
     if a.out is None:
         ap.error("--out is required")
     WORK.mkdir(exist_ok=True)
-    if a.only == "cam":
+    if a.only:
         path = a.out / "results.json"
         res = json.loads(path.read_text())
-        log("browser Grad-CAM")
-        res["cam"] = browser_cam(a.quick)
-        res["cam_date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        if a.only == "cam":
+            log("browser Grad-CAM")
+            res["cam"] = browser_cam(a.quick)
+            res["cam_date"] = now
+        else:
+            load0 = list(os.getloadavg())
+            res["train"] = training(a.quick)
+            res["train"].update(date=now, load_average={"start": load0, "end": list(os.getloadavg())})
         validate(res)
         path.write_text(json.dumps(res, indent=2) + "\n")
         (a.out / "results.md").write_text(markdown(res) + "\n")
@@ -405,6 +491,8 @@ def main():
     res["wasm"], res["browser"], res["versions"]["onnxruntime_web"] = browser(models, a.quick)
     log("browser Grad-CAM")
     res["cam"] = browser_cam(a.quick)
+    log("training")
+    res["train"] = training(a.quick)
     log("page")
     res["page"] = page(a.quick)
     res["gpu"] = None

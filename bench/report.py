@@ -117,8 +117,37 @@ def markdown(res):
                 f"| {m} | {r['weights']} | {fmt(r['forward_ms'])} | {fmt(r['cam_ms'])} | **{fmt(r['cam_ratio'])}×** | "
                 f"{fmt(r['cam_backward_ms'], 3)} |"
             )
+    tr = res.get("train")
+    if tr and tr.get("rows"):
+        load = tr.get("load_average") or {}
+        extra = f", load {load['start'][0]:.1f} → {load['end'][0]:.1f}" if load else ""
+        lines += [
+            "",
+            f"**Training on the CPU** (measured {tr.get('date', res['date'])}{extra}; one SGD step = forward, loss, backward, "
+            "update, on one fixed batch; ours = the fast CPU plan `resnet train` runs, PyTorch = eager, same batch; "
+            "interleaved rounds, each side's median; ratio = ours / PyTorch images/s, higher is better; peak RSS of the "
+            "whole process, PyTorch's includes its ~" + fmt(_torch_base(tr), 0) + " MiB of libraries)",
+            "",
+            "| model | batch | threads | ours images/s | PyTorch images/s | ours / PyTorch | peak RSS ours / PyTorch (MiB) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for m, r in tr["rows"].items():
+            for t, c in r["threads"].items():
+                ratio = "—" if c["ratio"] is None else f"**{fmt(c['ratio'])}×**"
+                lines.append(
+                    f"| {m} | {r['batch']} | {t} | {fmt(c['ours_images_per_s'], 1)} | {fmt(c['torch_images_per_s'], 1)} | "
+                    f"{ratio} | {fmt(c['ours_peak_rss_mb'], 0)} / {fmt(c['torch_peak_rss_mb'], 0)} |"
+                )
+        if tr.get("torch_note"):
+            lines.append(f"\nPyTorch: {tr['torch_note']}")
     lines += ["", f"**GPU**: {'no GPU lent' if res['gpu'] is None else json.dumps(res['gpu'])}", ""]
     return "\n".join(lines)
+
+
+def _torch_base(tr):
+    """PyTorch's resident memory before any model (the median over rows), or None."""
+    bases = sorted(c["torch"]["base_rss_mb"] for r in tr["rows"].values() for c in r["threads"].values() if c.get("torch"))
+    return bases[len(bases) // 2] if bases else None
 
 
 def _verdict(ok):
@@ -173,7 +202,20 @@ def targets(res):
         rows.append(("Grad-CAM in the browser ≤ 3× the plain forward",
                      ", ".join(f"{m} {fmt(r['cam_ratio'])}×" for m, r in res["cam"].items()),
                      all(r["cam_ratio"] <= 3.0 for r in res["cam"].values())))
-    lines = ["**Against the targets** (issue 6; ratio = ours / anchor, same run)", "", "| target | achieved | status |", "|---|---|---|"]
+    cells = [(m, r["batch"], t, c) for m, r in ((res.get("train") or {}).get("rows") or {}).items() for t, c in r["threads"].items()]
+    if any(c["ratio"] for *_, c in cells):
+        cifar = [(m, t, c["ratio"]) for m, _, t, c in cells if m.startswith("cifar") and c["ratio"]]
+        big = [(m, t, c["ratio"]) for m, _, t, c in cells if not m.startswith("cifar") and c["ratio"]]
+        if cifar:
+            rows.append(("training, CIFAR nets, ≥ 1.0× PyTorch images/s (1 and 2 threads)",
+                         ", ".join(f"{m} {t}t {fmt(r)}×" for m, t, r in cifar), all(r >= 1.0 for *_, r in cifar)))
+        if big:
+            rows.append(("training, resnet18 at 224, ≥ 0.7× PyTorch images/s",
+                         ", ".join(f"{m} {t}t {fmt(r)}×" for m, t, r in big), all(r >= 0.7 for *_, r in big)))
+        mem = [(m, t, c["rss_ratio"]) for m, _, t, c in cells if c["rss_ratio"]]
+        rows.append(("training peak memory ≤ PyTorch's",
+                     ", ".join(f"{m} {t}t {fmt(r)}×" for m, t, r in mem), all(r <= 1.0 for *_, r in mem)))
+    lines = ["**Against the targets** (issues 6 and 11; ratio = ours / anchor, same run)", "", "| target | achieved | status |", "|---|---|---|"]
     lines += [f"| {t} | {a} | {'—' if ok is None else _verdict(ok)} |" for t, a, ok in rows]
     return "\n".join(lines)
 

@@ -1,11 +1,16 @@
-"""PyTorch CPU anchor: the same architectures as resnet-core (torchvision's ResNet-18 layout and
-the CIFAR ResNet-20 with option-A shortcuts, same parameter names), eval mode, inference_mode.
+"""PyTorch CPU anchor: the same architectures as resnet-core (torchvision's ResNet-18 layout, the
+CIFAR ResNets with option-A shortcuts and the plain CIFAR nets, same parameter names).
+Inference: eval mode, inference_mode. Training (`"train": true`): train mode, SGD steps
+(lr 0.01, momentum 0.9, weight decay 1e-4, the loss, backward and the update) on one fixed
+batch with labels i mod classes, as `resnet-bench --mode train` does; peak RSS is the process's,
+so bench/harness.py gives each training run a process of its own.
 
 usage: torch_bench.py CONFIG.json  -> prints one JSON object (timings per model and batch).
-CONFIG: {"threads", "runs": [{"model", "batch", "input", "weights"?, "logits_out"?}], "min_iters",
-"max_iters", "budget_s", "warmup"}
+CONFIG: {"threads", "runs": [{"model", "batch", "input", "weights"?, "logits_out"?, "train"?}],
+"min_iters", "max_iters", "budget_s", "warmup"}
 """
 import json
+import resource
 import sys
 import time
 
@@ -31,6 +36,8 @@ class BasicBlock(nn.Module):
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
+        if self.shortcut_kind == "plain":  # the plain nets: no shortcut at all
+            return F.relu(out)
         if self.shortcut_kind == "B":
             x = self.downsample(x)
         elif self.shortcut_kind == "A":
@@ -39,7 +46,7 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, n):
+    def __init__(self, n, plain=False):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
@@ -48,7 +55,8 @@ class CifarResNet(nn.Module):
             blocks = []
             for j in range(n):
                 s = stride if j == 0 else 1
-                blocks.append(BasicBlock(inp, planes, s, "A" if (s != 1 or inp != planes) else None))
+                kind = "plain" if plain else "A" if (s != 1 or inp != planes) else None
+                blocks.append(BasicBlock(inp, planes, s, kind))
                 inp = planes
             layers.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = layers
@@ -94,7 +102,12 @@ def load_safetensors(path):
 
 
 def build(name, weights):
-    model = {"cifar-resnet20": lambda: CifarResNet(3), "resnet18": ResNet18}[name]()
+    model = {
+        "cifar-resnet20": lambda: CifarResNet(3),
+        "cifar-resnet56": lambda: CifarResNet(9),
+        "cifar-plain56": lambda: CifarResNet(9, plain=True),
+        "resnet18": ResNet18,
+    }[name]()
     if weights:
         state = load_safetensors(weights)
         model.load_state_dict(state, strict=False)
@@ -104,15 +117,73 @@ def build(name, weights):
     return model.eval()
 
 
+def rss_mb(key):
+    """A line of /proc/self/status (VmRSS, VmHWM) in MiB."""
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def timed(cfg, fn):
+    """Sorted milliseconds of `fn` after the warm-up, as many as the budget allows."""
+    for _ in range(max(1, cfg["warmup"])):
+        fn()
+    times, t0 = [], time.perf_counter()
+    while len(times) < cfg["max_iters"] and (len(times) < cfg["min_iters"] or time.perf_counter() - t0 < cfg["budget_s"]):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return sorted(times)
+
+
+def train_run(cfg, run, model, x):
+    """SGD steps on one batch: what `resnet-bench --mode train` times."""
+    model.train()
+    classes = model.fc.out_features if hasattr(model, "fc") else model.linear.out_features
+    labels = torch.arange(run["batch"]) % classes
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), labels)
+        loss.backward()
+        opt.step()
+        if not torch.isfinite(loss):
+            raise SystemExit(f"{run['model']}: the loss diverged")
+
+    cpu0 = time.process_time()
+    wall0 = time.perf_counter()
+    times = timed(cfg, step)
+    cpu_per_wall = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+    median = float(np.median(times))
+    return {
+        "model": run["model"],
+        "batch": run["batch"],
+        "train": True,
+        "iters": len(times),
+        "median_ms": median,
+        "min_ms": times[0],
+        "p90_ms": times[min(len(times) - 1, int(np.ceil(len(times) * 0.9)) - 1)],
+        "images_per_s": run["batch"] / (median / 1e3),
+        "cpu_per_wall": cpu_per_wall,
+        "peak_rss_mb": max(rss_mb("VmHWM"), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
 def main():
     cfg = json.load(open(sys.argv[1]))
     torch.set_num_threads(cfg["threads"])
     torch.set_num_interop_threads(1)
     out = {"torch_version": torch.__version__, "threads": torch.get_num_threads(), "runs": []}
+    out["base_rss_mb"] = rss_mb("VmRSS")  # torch imported, no model yet
     for run in cfg["runs"]:
         model = build(run["model"], run.get("weights"))
         shape = (run["batch"], 3, 32, 32) if run["model"].startswith("cifar") else (run["batch"], 3, 224, 224)
         x = torch.from_numpy(np.fromfile(run["input"], dtype=np.float32).reshape(shape))
+        if run.get("train"):
+            out["runs"].append(train_run(cfg, run, model, x))
+            continue
         with torch.inference_mode():
             logits = model(x)
             for _ in range(cfg["warmup"] - 1):

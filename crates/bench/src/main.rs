@@ -10,11 +10,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use resnet_core::train::{SgdConfig, TrainPath, Trainer};
 use resnet_core::{find_arch, Model, WeightsSource};
 use serde::Serialize;
 
 const USAGE: &str = "usage: resnet-bench --model NAME [--weights FILE.safetensors] [--batch N] \
-[--input FILE.f32] [--mode fast|taps|reference|profile] [--warmup N] [--min-iters N] [--max-iters N] \
+[--input FILE.f32] [--mode fast|taps|reference|profile|train|train-candle] [--warmup N] [--min-iters N] [--max-iters N] \
 [--budget-s SECONDS] [--logits-out FILE.f32]";
 
 struct Args {
@@ -70,8 +71,11 @@ fn parse_args() -> Result<Args, String> {
     if a.model.is_empty() {
         return Err(format!("--model is required\n{USAGE}"));
     }
-    if !matches!(a.mode.as_str(), "fast" | "taps" | "reference" | "profile") {
-        return Err(format!("--mode must be fast, taps, reference or profile, not '{}'", a.mode));
+    if !matches!(a.mode.as_str(), "fast" | "taps" | "reference" | "profile" | "train" | "train-candle") {
+        return Err(format!(
+            "--mode must be fast, taps, reference, profile, train or train-candle, not '{}'",
+            a.mode
+        ));
     }
     if a.batch == 0 || a.min_iters == 0 || a.max_iters < a.min_iters {
         return Err("--batch and --min-iters must be ≥ 1 and --max-iters ≥ --min-iters".into());
@@ -120,8 +124,98 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// What `--mode train` prints: SGD steps (forward, backward, update) on one fixed batch.
+#[derive(Serialize)]
+struct TrainTiming<'a> {
+    model: &'a str,
+    mode: &'a str,
+    /// "fast" (the CPU training plan) or "candle" (Candle's autograd).
+    path: &'a str,
+    batch: usize,
+    rayon_threads: usize,
+    candle_threads: usize,
+    cpu_per_wall: f64,
+    iters: usize,
+    median_ms: f64,
+    min_ms: f64,
+    p90_ms: f64,
+    images_per_s: f64,
+    /// The process's resident memory at its peak, and before the model was built.
+    peak_rss_mb: f64,
+    base_rss_mb: f64,
+}
+
+/// A line of /proc/self/status in MiB (`VmRSS`, `VmHWM`); 0 where there is none.
+fn status_mb(key: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Times [`Trainer::step`] on `x` with labels `i mod classes`, lr 0.01 (small, so repeating
+/// one batch stays finite).
+fn train_bench(a: &Args, model: &Model, x: &Tensor, base_rss_mb: f64) -> Result<(), String> {
+    let e = |e: candle_core::Error| e.to_string();
+    let path = if a.mode == "train" { TrainPath::Auto } else { TrainPath::Candle };
+    let mut trainer =
+        Trainer::with_path(model.graph.clone(), &model.weights, SgdConfig::default(), x.device(), path)
+            .map_err(e)?;
+    let classes = model.graph.nodes[model.graph.output()].channels as u32;
+    let labels: Vec<u32> = (0..a.batch as u32).map(|i| i % classes).collect();
+    let labels = Tensor::new(labels, x.device()).map_err(e)?;
+    let mut step = || -> Result<(), String> {
+        let stats = trainer.step(x, &labels, 0.01).map_err(e)?;
+        match stats.loss.is_finite() {
+            true => Ok(()),
+            false => Err(format!("{}: the loss diverged", a.model)),
+        }
+    };
+    for _ in 0..a.warmup.max(1) {
+        step()?;
+    }
+    let mut times = vec![];
+    let (wall0, cpu0) = (Instant::now(), process_cpu_s());
+    while times.len() < a.max_iters
+        && (times.len() < a.min_iters || wall0.elapsed().as_secs_f64() < a.budget_s)
+    {
+        let t = Instant::now();
+        step()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let (wall, cpu) = (wall0.elapsed().as_secs_f64(), process_cpu_s() - cpu0);
+    times.sort_by(f64::total_cmp);
+    let median_ms = median(&times);
+    let timing = TrainTiming {
+        model: &a.model,
+        mode: &a.mode,
+        path: match trainer.path() {
+            TrainPath::Fast => "fast",
+            _ => "candle",
+        },
+        batch: a.batch,
+        rayon_threads: rayon::current_num_threads(),
+        candle_threads: candle_core::utils::get_num_threads(),
+        cpu_per_wall: cpu / wall,
+        iters: times.len(),
+        median_ms,
+        min_ms: times[0],
+        p90_ms: quantile(&times, 0.9),
+        images_per_s: a.batch as f64 / (median_ms / 1e3),
+        peak_rss_mb: status_mb("VmHWM:"),
+        base_rss_mb,
+    };
+    println!("{}", serde_json::to_string(&timing).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
 fn run() -> Result<(), String> {
     let a = parse_args()?;
+    let base_rss_mb = status_mb("VmRSS:");
     let e = |e: candle_core::Error| e.to_string();
     let arch = find_arch(&a.model).map_err(|e| e.to_string())?;
     let device = Device::Cpu;
@@ -159,6 +253,9 @@ fn run() -> Result<(), String> {
         None => (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect(),
     };
     let x = Tensor::from_vec(data, (a.batch, s.c, s.h, s.w), &device).map_err(e)?;
+    if a.mode.starts_with("train") {
+        return train_bench(&a, &model, &x, base_rss_mb);
+    }
     let forward = |x: &Tensor| -> candle_core::Result<Tensor> {
         match a.mode.as_str() {
             "taps" => Ok(model.forward_taps(x)?.0),

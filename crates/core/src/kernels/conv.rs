@@ -162,7 +162,6 @@ impl PreparedConv {
                     let oy1 = (oy0 + band).min(g.oh);
                     let n = (oy1 - oy0) * g.ow;
                     let cols = &mut cols[..kk * n];
-                    cols.fill(0.0); // the padding
                     im2col(&rows, g, (oy0, oy1), cols);
                     matmul(
                         a,

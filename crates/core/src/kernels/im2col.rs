@@ -77,13 +77,14 @@ pub fn phases_into<T: Copy + Default>(x: &[T], w: usize, stride: usize, buf: &mu
     }
 }
 
-/// Fills `cols` (`[c·k·k, (oy1 − oy0)·ow]`, zeroed) with output rows `oy0..oy1` of the column
+/// Writes every element of `cols` (`[c·k·k, (oy1 − oy0)·ow]`): output rows `oy0..oy1` of the column
 /// matrix of one image, from its [`phases`] `rows` (`[c, h, w]` split by stride).
 ///
-/// Every output row of every kernel offset is one contiguous slice copy, the padding left as
-/// zeros: output column `ox` of offset `kx` reads input column `ox·s + kx − pad`, which is
+/// Every output row of every kernel offset is one contiguous slice copy between the zeros of
+/// the padding (written here, so a reused buffer needs no clearing first): output column `ox` of offset `kx` reads input column `ox·s + kx − pad`, which is
 /// element `ox + d` of phase `r`, where `kx − pad = d·s + r`.
-pub fn im2col<T: Copy>(rows: &[T], g: &ConvGeometry, (oy0, oy1): (usize, usize), cols: &mut [T]) {
+pub fn im2col<T: Copy + Default>(rows: &[T], g: &ConvGeometry, (oy0, oy1): (usize, usize), cols: &mut [T]) {
+    let zero = T::default();
     let (k, stride) = (g.k, g.stride);
     let n = (oy1 - oy0) * g.ow;
     let pw = g.w.div_ceil(stride);
@@ -94,16 +95,21 @@ pub fn im2col<T: Copy>(rows: &[T], g: &ConvGeometry, (oy0, oy1): (usize, usize),
                 let dst = &mut cols[row * n..(row + 1) * n];
                 let (x0, x1) = g.valid(kx);
                 if x0 >= x1 {
+                    dst.fill(zero);
                     continue;
                 }
                 let q = kx as isize - g.pad as isize;
                 let (d, r) = (q.div_euclid(stride as isize), q.rem_euclid(stride as isize) as usize);
                 let from = (x0 as isize + d) as usize; // ≥ 0: x0 is the first valid column
-                for oy in oy0..oy1 {
-                    let Some(iy) = g.input_row(oy, ky) else { continue };
+                for (oy, out) in (oy0..oy1).zip(dst.chunks_exact_mut(g.ow.max(1))) {
+                    let Some(iy) = g.input_row(oy, ky) else {
+                        out.fill(zero);
+                        continue;
+                    };
                     let src = &rows[((ci * g.h + iy) * stride + r) * pw..][..pw];
-                    let at = (oy - oy0) * g.ow;
-                    dst[at + x0..at + x1].copy_from_slice(&src[from..from + (x1 - x0)]);
+                    out[..x0].fill(zero);
+                    out[x0..x1].copy_from_slice(&src[from..from + (x1 - x0)]);
+                    out[x1..].fill(zero);
                 }
             }
         }
@@ -189,13 +195,14 @@ mod tests {
             let g = ConvGeometry::new(c, (h, w), k, s, p)?;
             let x: Vec<f64> = (0..c * h * w).map(|i| (i as f64 * 0.37).sin()).collect();
             let want = naive(&x, &g);
-            let mut got = vec![0.0; want.len()];
+            // Stale values in a reused buffer: im2col writes every element, padding included.
+            let mut got = vec![f64::NAN; want.len()];
             im2col(&phases(&x, w, s), &g, (0, g.oh), &mut got);
             assert_eq!(got, want, "im2col {:?}", (c, h, w, k, s, p));
             // Bands of rows give the same matrix, band by band.
             let mut band = vec![0.0; g.rows() * g.ow];
             for oy in 0..g.oh {
-                band.fill(0.0);
+                band.fill(f64::NAN);
                 im2col(&phases(&x, w, s), &g, (oy, oy + 1), &mut band);
                 for r in 0..g.rows() {
                     assert_eq!(band[r * g.ow..][..g.ow], want[r * g.cols() + oy * g.ow..][..g.ow]);

@@ -28,8 +28,17 @@ const MIN_BLOCK_TILES: usize = 64;
 impl Winograd3x3 {
     /// `weight`: `[out_ch, in_ch, 3, 3]`, row-major.
     pub fn new(weight: &[f32], out_ch: usize, in_ch: usize) -> Self {
+        let mut w = Winograd3x3 { out_ch: 0, in_ch: 0, u: vec![] };
+        w.set_weights(weight, out_ch, in_ch);
+        w
+    }
+
+    /// Transforms other weights (another shape too) in place, keeping the allocation: the
+    /// training plan refreshes one of these after every update.
+    pub fn set_weights(&mut self, weight: &[f32], out_ch: usize, in_ch: usize) {
         assert_eq!(weight.len(), out_ch * in_ch * 9, "weight shape");
-        let mut u = vec![0f32; 16 * out_ch * in_ch];
+        let u = &mut self.u;
+        u.resize(16 * out_ch * in_ch, 0.0);
         for o in 0..out_ch {
             for i in 0..in_ch {
                 let g = &weight[(o * in_ch + i) * 9..][..9];
@@ -50,7 +59,7 @@ impl Winograd3x3 {
                 }
             }
         }
-        Winograd3x3 { out_ch, in_ch, u }
+        (self.out_ch, self.in_ch) = (out_ch, in_ch);
     }
 
     /// One image: `x` `[in_ch, h, w]` → `out` `[out_ch, h, w]`, with the epilogue applied.

@@ -17,6 +17,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use self::ops::{BnSaved, ConvShape, Scratch, Shards};
 use super::{SgdConfig, StepStats};
 use crate::kernels::im2col::ConvGeometry;
+use crate::kernels::winograd::Winograd3x3;
 use crate::spec::{Graph, NodeId, Op, Pool, Shape};
 use crate::weights::Weights;
 
@@ -109,6 +110,10 @@ pub struct FastTrainer {
     values: Vec<Vec<f32>>,
     grads: Vec<Vec<f32>>,
     scratch: Vec<Scratch>,
+    /// The flipped weights of the conv whose backward runs (one conv at a time).
+    flipped: Vec<f32>,
+    /// The Winograd transform of the conv that runs (forward: its weights; backward: flipped).
+    wino: Winograd3x3,
 }
 
 impl FastTrainer {
@@ -198,6 +203,8 @@ impl FastTrainer {
             values: vec![vec![]; n],
             grads: vec![vec![]; n],
             scratch: vec![],
+            flipped: vec![],
+            wino: Winograd3x3::new(&[], 0, 0),
             graph,
         })
     }
@@ -209,7 +216,7 @@ impl FastTrainer {
         }
         let shapes = self.graph.shapes(Some(input)).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let mut convs = vec![None; shapes.len()];
-        let (mut cols, mut dw, mut ch) = (0, 0, 0);
+        let (mut cols, mut dw, mut ch, mut flipped, mut image) = (0, 0, 0, 0, 0);
         for (i, node) in self.graph.nodes.iter().enumerate() {
             ch = ch.max(shapes[i].c);
             if let Op::Conv2d(c) = &node.op {
@@ -217,10 +224,13 @@ impl FastTrainer {
                 let g = ConvGeometry::new(s.c, (s.h, s.w), c.kernel, c.stride, c.padding)?;
                 let conv = ConvShape::new(g, c.out_ch);
                 cols = cols.max(conv.cols_len());
+                flipped = flipped.max(conv.flipped_len());
+                image = image.max(s.elements());
                 dw = dw.max(c.out_ch * g.rows());
                 convs[i] = Some(conv);
             }
         }
+        self.flipped.resize(flipped, 0.0);
         let threads = crate::kernels::free_threads();
         let shards = Shards::new(n, threads);
         self.scratch.resize_with(shards.0.len(), Scratch::default);
@@ -228,6 +238,7 @@ impl FastTrainer {
             s.cols.resize(cols, 0.0);
             s.dcols.resize(cols, 0.0);
             s.dw.resize(dw, 0.0);
+            s.image.resize(image, 0.0);
             s.db.resize(ch, 0.0);
             s.sums.resize(3 * ch, 0.0);
         }
@@ -264,11 +275,15 @@ impl FastTrainer {
             match kind {
                 Kind::Conv { weight, bias } => {
                     let conv = layout.convs[i].as_ref().expect("conv geometry");
+                    if conv.winograd {
+                        self.wino.set_weights(&p[*weight].data, conv.out_ch, conv.g.c);
+                    }
                     ops::conv_forward(
                         conv,
                         x,
                         &p[*weight].data,
                         bias.map(|b| p[b].data.as_slice()),
+                        Some(&self.wino),
                         &mut out,
                         sh,
                         scratch,
@@ -307,7 +322,7 @@ impl FastTrainer {
                     let plane = si.h * si.w;
                     ops::elementwise(&mut out, sh, so.elements(), scratch, |at, o| {
                         for (j, o) in o.iter_mut().enumerate() {
-                            *o = x[(at + j) * plane..][..plane].iter().sum::<f32>() / plane as f32;
+                            *o = ops::sum(&x[(at + j) * plane..][..plane]) / plane as f32;
                         }
                     })
                 }
@@ -382,7 +397,10 @@ impl FastTrainer {
                     };
                     let w = &self.params[*weight].data;
                     match layout.convs[i].as_ref() {
-                        Some(conv) => ops::conv_backward(conv, x, w, &dy, grads, sh, scratch),
+                        Some(conv) => {
+                            let bufs = (self.flipped.as_mut_slice(), &mut self.wino);
+                            ops::conv_backward(conv, x, w, &dy, grads, bufs, sh, scratch)
+                        }
                         None => ops::linear_backward((n, si.elements(), so.c), x, w, &dy, grads),
                     }
                     self.params[*weight].grad = dw;

@@ -8,6 +8,8 @@ use std::ops::Range;
 
 use crate::kernels::gemm::{gemm_view, View};
 use crate::kernels::im2col::{col2im_band, im2col, phases_into, ConvGeometry};
+use crate::kernels::winograd::Winograd3x3;
+use crate::kernels::Epilogue;
 use crate::spec::Pool;
 
 /// One thread's buffers, sized once for the largest layer and kept between steps.
@@ -15,6 +17,8 @@ use crate::spec::Pool;
 pub struct Scratch {
     /// The phases of a strided conv's input image.
     pub phases: Vec<f32>,
+    /// One image's input gradient from Winograd, before it is added.
+    pub image: Vec<f32>,
     /// A band of the column matrix, and its gradient.
     pub cols: Vec<f32>,
     pub dcols: Vec<f32>,
@@ -100,12 +104,31 @@ pub struct ConvShape {
     pub g: ConvGeometry,
     pub out_ch: usize,
     pub band: usize,
+    /// Stride 1: the input's gradient is itself a stride-1 conv, of `dy` with the weights
+    /// flipped and transposed and padding `k − 1 − pad`, so it runs as im2col + gemm like the
+    /// forward pass (`[c] × [out_ch·k·k]` by band) instead of a scatter through col2im.
+    pub dx_conv: Option<(ConvGeometry, usize)>,
+    /// 3×3, stride 1, padding 1: forward and the input's gradient (a conv of the same kind)
+    /// by Winograd's F(2×2, 3×3), 2.25× fewer multiply-adds than im2col.
+    pub winograd: bool,
+}
+
+/// Output rows per band: the column band within ~512 KiB, the bands of equal height.
+fn band_rows(g: &ConvGeometry) -> usize {
+    let most = ((128 << 10) / (g.rows() * g.ow).max(1)).clamp(1, g.oh.max(1));
+    g.oh.max(1).div_ceil(g.oh.max(1).div_ceil(most))
 }
 
 impl ConvShape {
     pub fn new(g: ConvGeometry, out_ch: usize) -> Self {
-        let band = ((128 << 10) / (g.rows() * g.ow).max(1)).clamp(1, g.oh.max(1));
-        ConvShape { g, out_ch, band }
+        let pointwise = g.k == 1 && g.stride == 1 && g.pad == 0;
+        let dx_conv = (g.stride == 1 && g.pad < g.k && !pointwise)
+            .then(|| ConvGeometry::new(out_ch, (g.oh, g.ow), g.k, 1, g.k - 1 - g.pad).ok())
+            .flatten()
+            .filter(|t| (t.oh, t.ow) == (g.h, g.w))
+            .map(|t| (t, band_rows(&t)));
+        let winograd = g.k == 3 && g.stride == 1 && g.pad == 1;
+        ConvShape { g, out_ch, band: band_rows(&g), dx_conv, winograd }
     }
 
     /// 1×1, stride 1, no padding: the image is its own column matrix.
@@ -115,14 +138,38 @@ impl ConvShape {
 
     pub fn cols_len(&self) -> usize {
         if self.pointwise() {
-            0
-        } else {
-            self.g.rows() * self.band * self.g.ow
+            return 0;
         }
+        let dx = self.dx_conv.map_or(0, |(t, band)| t.rows() * band * t.ow);
+        (self.g.rows() * self.band * self.g.ow).max(dx)
+    }
+
+    /// Floats of the flipped weights [`conv_backward`] keeps for `dx_conv`.
+    pub fn flipped_len(&self) -> usize {
+        self.dx_conv.map_or(0, |_| self.out_ch * self.g.rows())
     }
 
     fn bands(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        (0..self.g.oh).step_by(self.band).map(|y| (y, (y + self.band).min(self.g.oh)))
+        bands(self.g.oh, self.band)
+    }
+}
+
+fn bands(rows: usize, band: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..rows).step_by(band).map(move |y| (y, (y + band).min(rows)))
+}
+
+/// `w` (`[o][c][k][k]`) as the weights of its transposed conv: `[c][o][k][k]`, each kernel
+/// turned by 180°.
+fn flip_transposed(w: &[f32], (o, c, k): (usize, usize, usize), dst: &mut [f32]) {
+    let kk = k * k;
+    for oi in 0..o {
+        for ci in 0..c {
+            let src = &w[(oi * c + ci) * kk..][..kk];
+            let out = &mut dst[(ci * o + oi) * kk..][..kk];
+            for (d, v) in out.iter_mut().zip(src.iter().rev()) {
+                *d = *v;
+            }
+        }
     }
 }
 
@@ -135,12 +182,15 @@ fn phased<'a>(x: &'a [f32], g: &ConvGeometry, buf: &'a mut Vec<f32>) -> &'a [f32
     buf
 }
 
-/// `y = conv(x, w) + b`, image by image and band by band.
+/// `y = conv(x, w) + b`, image by image and band by band; `wino` holds `w` transformed where
+/// [`ConvShape::winograd`].
+#[allow(clippy::too_many_arguments)]
 pub fn conv_forward(
     c: &ConvShape,
     x: &[f32],
     w: &[f32],
     b: Option<&[f32]>,
+    wino: Option<&Winograd3x3>,
     y: &mut [f32],
     shards: &Shards,
     scratch: &mut [Scratch],
@@ -148,10 +198,15 @@ pub fn conv_forward(
     let g = &c.g;
     let (k, plane, inp) = (g.rows(), g.cols(), g.c * g.h * g.w);
     let wv = View::rows(w, c.out_ch, k, k);
+    let wino = wino.filter(|_| c.winograd);
     shards.run(y, c.out_ch * plane, scratch, |images, out, s| {
         for (i, img) in images.enumerate() {
             let x = &x[img * inp..][..inp];
             let out = &mut out[i * c.out_ch * plane..][..c.out_ch * plane];
+            if let Some(wino) = wino {
+                wino.forward(x, g.h, g.w, out, &Epilogue { bias: b, residual: None, relu: false });
+                continue;
+            }
             if c.pointwise() {
                 gemm_view(wv, View::rows(x, k, plane, plane), out, plane, false, false);
             } else {
@@ -160,7 +215,6 @@ pub fn conv_forward(
                 for (oy0, oy1) in c.bands() {
                     let n = (oy1 - oy0) * g.ow;
                     let cols = &mut cols[..k * n];
-                    cols.fill(0.0);
                     im2col(ph, g, (oy0, oy1), cols);
                     gemm_view(wv, View::rows(cols, k, n, n), &mut out[oy0 * g.ow..], plane, false, false);
                 }
@@ -175,13 +229,16 @@ pub fn conv_forward(
 }
 
 /// The conv's backward: `dw` (and `db`) overwritten with the batch's gradients; `dx`, when
-/// given, gets the input's gradient added.
+/// given, gets the input's gradient added. `flipped` holds [`ConvShape::flipped_len`] floats;
+/// `wino` is where the flipped weights are transformed for a [`ConvShape::winograd`] conv.
+#[allow(clippy::too_many_arguments)]
 pub fn conv_backward(
     c: &ConvShape,
     x: &[f32],
     w: &[f32],
     dy: &[f32],
     grads: LayerGrads,
+    (flipped, wino): (&mut [f32], &mut Winograd3x3),
     shards: &Shards,
     scratch: &mut [Scratch],
 ) {
@@ -189,11 +246,21 @@ pub fn conv_backward(
     let g = &c.g;
     let (k, plane, inp) = (g.rows(), g.cols(), g.c * g.h * g.w);
     let wt = View::rows(w, c.out_ch, k, k).t();
+    let dx_conv = c.dx_conv.filter(|_| dx.is_some());
+    if let Some((t, _)) = dx_conv {
+        flip_transposed(w, (c.out_ch, g.c, g.k), &mut flipped[..c.out_ch * k]);
+        debug_assert_eq!(t.rows(), k / g.c * c.out_ch);
+        if c.winograd {
+            wino.set_weights(&flipped[..c.out_ch * k], g.c, c.out_ch);
+        }
+    }
+    let wino = &*wino;
+    let wflip = View::rows(flipped, g.c, c.out_ch * g.k * g.k, c.out_ch * g.k * g.k);
     let with_bias = db.is_some();
     let (mut none, per) = (vec![], if dx.is_some() { inp } else { 0 });
     let dx = dx.unwrap_or(&mut none);
-    shards.run(dx, per, scratch, |images, dx, s| {
-        let Scratch { phases, cols, dcols, dw, db, .. } = s;
+    shards.run(dx, per, scratch, |images, dx_chunk, s| {
+        let Scratch { phases, cols, dcols, dw, db, image, .. } = s;
         dw[..c.out_ch * k].fill(0.0);
         db[..c.out_ch].fill(0.0);
         for (i, img) in images.enumerate() {
@@ -201,10 +268,10 @@ pub fn conv_backward(
             let dy = &dy[img * c.out_ch * plane..][..c.out_ch * plane];
             if with_bias {
                 for (d, row) in db.iter_mut().zip(dy.chunks_exact(plane)) {
-                    *d += row.iter().sum::<f32>();
+                    *d += sum(row);
                 }
             }
-            let dx = (per > 0).then(|| &mut dx[i * inp..][..inp]);
+            let mut dx = (per > 0).then(|| &mut dx_chunk[i * inp..][..inp]);
             if c.pointwise() {
                 // dW += dy · xᵀ; dx += Wᵀ · dy.
                 let dyv = View::rows(dy, c.out_ch, plane, plane);
@@ -215,18 +282,33 @@ pub fn conv_backward(
                 continue;
             }
             let ph = phased(x, g, phases);
-            let mut dx = dx;
+            // With `dx_conv`, the bands here compute dW alone; dx follows as a conv of dy.
+            let scatter = dx_conv.is_none();
             for (oy0, oy1) in c.bands() {
                 let n = (oy1 - oy0) * g.ow;
                 let cols = &mut cols[..k * n];
-                cols.fill(0.0);
                 im2col(ph, g, (oy0, oy1), cols);
                 let dyv = View { data: &dy[oy0 * g.ow..], rows: c.out_ch, cols: n, rs: plane, cs: 1 };
                 gemm_view(dyv, View::rows(cols, k, n, n).t(), dw, k, true, false);
-                if let Some(dx) = dx.as_deref_mut() {
+                if let Some(dx) = dx.as_deref_mut().filter(|_| scatter) {
                     let dcols = &mut dcols[..k * n];
                     gemm_view(wt, dyv, dcols, n, false, false);
                     col2im_band(dcols, g, (oy0, oy1), dx);
+                }
+            }
+            if let (Some((t, band)), Some(dx)) = (dx_conv, dx) {
+                if c.winograd {
+                    let image = &mut image[..inp];
+                    wino.forward(dy, t.h, t.w, image, &Epilogue { bias: None, residual: None, relu: false });
+                    dx.iter_mut().zip(image.iter()).for_each(|(d, v)| *d += v);
+                    continue;
+                }
+                let (tk, tplane) = (t.rows(), t.cols());
+                for (y0, y1) in bands(t.oh, band) {
+                    let n = (y1 - y0) * t.ow;
+                    let cols = &mut cols[..tk * n];
+                    im2col(dy, &t, (y0, y1), cols);
+                    gemm_view(wflip, View::rows(cols, tk, n, n), &mut dx[y0 * t.ow..], tplane, true, false);
                 }
             }
         }
@@ -238,12 +320,41 @@ pub fn conv_backward(
     }
 }
 
-/// Per channel: the sum and the sum of squared deviations of one plane, combined into the
-/// running `(count, mean, m2)` (Chan et al.), in f64.
+/// Lanes of the sums below: independent accumulators, so the compiler can vectorise a sum
+/// (one f32 accumulator would be a chain of dependent adds).
+const LANES: usize = 16;
+
+/// `Σ f(a[i], b[i], c[i])` in [`LANES`] accumulators (`b`, `c` at least as long as `a`).
+#[inline(always)]
+fn lane_sum3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f32 {
+    let n = a.len();
+    let (b, c) = (&b[..n], &c[..n]);
+    let mut acc = [0f32; LANES];
+    let full = n - n % LANES;
+    for ((a, b), c) in a[..full].chunks_exact(LANES).zip(b.chunks_exact(LANES)).zip(c.chunks_exact(LANES)) {
+        for l in 0..LANES {
+            acc[l] += f(a[l], b[l], c[l]);
+        }
+    }
+    for (l, i) in (full..n).enumerate() {
+        acc[l] += f(a[i], b[i], c[i]);
+    }
+    acc.iter().sum()
+}
+
+/// The sum of a slice, vectorised.
+pub fn sum(v: &[f32]) -> f32 {
+    lane_sum3(v, v, v, |a, _, _| a)
+}
+
+/// Per channel: the sum and the sum of squared deviations of one plane (f32 lanes about the
+/// plane's mean, which keeps them accurate), combined into the running `(count, mean, m2)`
+/// (Chan et al.) in f64.
 fn welford(plane: &[f32], acc: &mut [f64]) {
     let n = plane.len() as f64;
-    let m = plane.iter().sum::<f32>() as f64 / n;
-    let m2: f64 = plane.iter().map(|&v| (v as f64 - m) * (v as f64 - m)).sum();
+    let mf = sum(plane) / plane.len() as f32;
+    let m = mf as f64;
+    let m2 = lane_sum3(plane, plane, plane, |v, _, _| (v - mf) * (v - mf)) as f64;
     let (na, ma, m2a) = (acc[0], acc[1], acc[2]);
     let total = na + n;
     let delta = m - ma;
@@ -352,12 +463,9 @@ pub fn bn_backward(
             for c in 0..channels {
                 let r = at + c * plane..at + (c + 1) * plane;
                 let (m, is) = (saved.mean[c], saved.inv_std[c]);
-                let (mut sg, mut sgx) = (0f32, 0f32);
-                for ((&g, &y), &x) in dy[r.clone()].iter().zip(&y[r.clone()]).zip(&x[r]) {
-                    let g = grad(g, y);
-                    sg += g;
-                    sgx += g * (x - m) * is;
-                }
+                let (dy, y, x) = (&dy[r.clone()], &y[r.clone()], &x[r]);
+                let sg = lane_sum3(dy, y, x, |g, y, _| grad(g, y));
+                let sgx = lane_sum3(dy, y, x, |g, y, x| grad(g, y) * (x - m)) * is;
                 acc[2 * c] += sg as f64;
                 acc[2 * c + 1] += sgx as f64;
             }
