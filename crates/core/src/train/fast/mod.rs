@@ -108,7 +108,10 @@ pub struct FastTrainer {
     bn_saved: Vec<BnSaved>,
     layout: Option<Layout>,
     values: Vec<Vec<f32>>,
+    /// Each node's gradient while it is live: taken from `spare` when a consumer first writes
+    /// it, given back once its own backward has read it, so a step holds a few at a time.
     grads: Vec<Vec<f32>>,
+    spare: GradPool,
     scratch: Vec<Scratch>,
     /// The flipped weights of the conv whose backward runs (one conv at a time).
     flipped: Vec<f32>,
@@ -202,6 +205,7 @@ impl FastTrainer {
             layout: None,
             values: vec![vec![]; n],
             grads: vec![vec![]; n],
+            spare: GradPool::default(),
             scratch: vec![],
             flipped: vec![],
             wino: Winograd3x3::new(&[], 0, 0),
@@ -246,7 +250,6 @@ impl FastTrainer {
             let len = if self.owner[i] == i { n * s.elements() } else { 0 };
             // Within the capacity already there after the first batch of this size or larger.
             self.values[i].resize(len, 0.0);
-            self.grads[i].resize(if i == 0 { 0 } else { len }, 0.0);
         }
         self.layout = Some(Layout { n, input, shapes, convs, shards });
         Ok(())
@@ -352,7 +355,10 @@ impl FastTrainer {
         if let Some(l) = labels.iter().find(|&&l| l as usize >= k) {
             candle_core::bail!("label {l} is not one of the net's {k} classes");
         }
-        let mut d = std::mem::take(&mut self.grads[out]);
+        for g in &mut self.grads {
+            self.spare.give(std::mem::take(g));
+        }
+        let mut d = self.spare.take(self.values[out].len());
         let (loss, correct) = ops::cross_entropy(&self.values[out], &labels, k, &mut d);
         self.grads[out] = d;
         Ok((loss, correct))
@@ -363,12 +369,6 @@ impl FastTrainer {
         let layout = self.layout.as_ref().expect("forward ran");
         let sh = &layout.shards;
         let n = layout.n;
-        let out = self.owner[self.graph.output()];
-        for (i, g) in self.grads.iter_mut().enumerate().skip(1) {
-            if i != out {
-                g.fill(0.0);
-            }
-        }
         for (i, node) in self.graph.nodes.iter().enumerate().skip(1).rev() {
             let kind = &self.kinds[i];
             if matches!(kind, Kind::Alias) {
@@ -379,13 +379,16 @@ impl FastTrainer {
             if src == 0 && !matches!(kind, Kind::Conv { .. } | Kind::Linear { .. }) {
                 continue;
             }
-            let dy = std::mem::take(&mut self.grads[i]);
+            let dy = Self::live(&mut self.grads, &mut self.spare, &self.values, i);
             let (x, y) = (&self.values[src], &self.values[i]);
             let (si, so) = (layout.shapes[node.inputs[0]], layout.shapes[i]);
             let scratch = &mut self.scratch;
             // The input's gradient, unless the input is the image.
-            let mut dx = std::mem::take(&mut self.grads[src]);
             let wants_dx = src != 0;
+            let mut dx = match wants_dx {
+                true => Self::live(&mut self.grads, &mut self.spare, &self.values, src),
+                false => vec![],
+            };
             match kind {
                 Kind::Conv { weight, bias } | Kind::Linear { weight, bias } => {
                     let mut dw = std::mem::take(&mut self.params[*weight].grad);
@@ -455,7 +458,7 @@ impl FastTrainer {
                     if other == src {
                         pass(&mut dx, scratch);
                     } else if other != 0 {
-                        let mut d2 = std::mem::take(&mut self.grads[other]);
+                        let mut d2 = Self::live(&mut self.grads, &mut self.spare, &self.values, other);
                         pass(&mut d2, scratch);
                         self.grads[other] = d2;
                     }
@@ -481,7 +484,18 @@ impl FastTrainer {
                 Kind::Input | Kind::Alias => unreachable!("skipped"),
             }
             self.grads[src] = dx;
-            self.grads[i] = dy;
+            self.spare.give(dy);
+        }
+    }
+
+    /// Node `j`'s gradient buffer, taken out: the one its consumers have summed into so far, or
+    /// a zeroed one from the pool for the first.
+    fn live(grads: &mut [Vec<f32>], spare: &mut GradPool, values: &[Vec<f32>], j: NodeId) -> Vec<f32> {
+        let g = std::mem::take(&mut grads[j]);
+        if g.is_empty() {
+            spare.take(values[j].len())
+        } else {
+            g
         }
     }
 
@@ -584,5 +598,29 @@ impl FastTrainer {
             };
         }
         Ok(())
+    }
+}
+
+/// Spare gradient buffers, reused across nodes and steps.
+#[derive(Default)]
+struct GradPool(Vec<Vec<f32>>);
+
+impl GradPool {
+    /// A zeroed buffer of `len`: the smallest spare that holds it, else the largest grown.
+    fn take(&mut self, len: usize) -> Vec<f32> {
+        let fits = (0..self.0.len()).filter(|&k| self.0[k].capacity() >= len);
+        let pick = fits
+            .min_by_key(|&k| self.0[k].capacity())
+            .or_else(|| (0..self.0.len()).max_by_key(|&k| self.0[k].capacity()));
+        let mut g = pick.map(|k| self.0.swap_remove(k)).unwrap_or_default();
+        g.clear();
+        g.resize(len, 0.0);
+        g
+    }
+
+    fn give(&mut self, g: Vec<f32>) {
+        if g.capacity() > 0 {
+            self.0.push(g);
+        }
     }
 }
