@@ -470,15 +470,53 @@ impl Run {
         let side = train.images.side;
         let augment = Augment::paper(side, 3);
         let prep = self.arch.preprocess();
-        for b in self.state.batches_done..self.batches {
-            let t = Instant::now();
+        let with_augment = self.config.augment;
+        let first = self.state.batches_done;
+        let make = |b: usize| {
             let pos = &order[b * batch..((b + 1) * batch).min(n)];
             let (px, labels) = train.gather(pos);
-            let px = match self.config.augment {
+            let px = match with_augment {
                 true => augment.apply_batch(&px, seed, epoch as u64, (b * batch) as u64),
                 false => px,
             };
-            let x = prep.batch_tensor(&px, side, &self.device)?;
+            Ok((prep.batch_tensor(&px, side, &Device::Cpu)?, labels))
+        };
+        // Natively, batch b + 1 is gathered, augmented and normalised on its own thread while
+        // step b runs; the channel holds one batch, so memory stays at two batches' input.
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let batches = self.batches;
+            std::thread::scope(|scope| {
+                let (send, recv) = std::sync::mpsc::sync_channel(1);
+                scope.spawn(move || {
+                    for b in first..batches {
+                        // The trainer stopped early (Ctrl-C, divergence, an error): nobody waits.
+                        if send.send(make(b)).is_err() {
+                            break;
+                        }
+                    }
+                });
+                let stopped = || RunError::Invalid("the data thread stopped before the epoch's end".into());
+                self.train_batches(epoch, first, |_| recv.recv().map_err(|_| stopped())?, &mut on_step)
+            })
+        }
+        // The browser's main thread cannot block on another: batches are made in turn.
+        #[cfg(target_arch = "wasm32")]
+        self.train_batches(epoch, first, make, &mut on_step)
+    }
+
+    /// The steps of [`Run::train_epoch`] from `first` on, batch `b` from `next(b)`.
+    fn train_batches(
+        &mut self,
+        epoch: usize,
+        first: usize,
+        mut next: impl FnMut(usize) -> Result<(Tensor, Vec<u32>)>,
+        on_step: &mut impl FnMut(&StepReport) -> bool,
+    ) -> Result<EpochEnd> {
+        for b in first..self.batches {
+            let t = Instant::now();
+            let (x, labels) = next(b)?;
+            let x = x.to_device(&self.device)?;
             let y = Tensor::new(labels, &self.device)?;
             self.lr = self.schedule.lr(epoch, b);
             let s = self.trainer.step(&x, &y, self.lr)?;
