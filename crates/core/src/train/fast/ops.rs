@@ -78,6 +78,16 @@ pub fn reduce_f32(
     }
 }
 
+/// Sums each shard's weight gradient, kept as `k × out` (so its gemm packs the small `dy`, not
+/// the columns), into `dst` as `out × k`.
+fn reduce_transposed(scratch: &[Scratch], shards: usize, (k, out): (usize, usize), dst: &mut [f32]) {
+    for (o, row) in dst[..out * k].chunks_exact_mut(k).enumerate() {
+        for (j, d) in row.iter_mut().enumerate() {
+            *d = scratch[..shards].iter().map(|s| s.dw[j * out + o]).sum();
+        }
+    }
+}
+
 /// Sums the first `len` per-channel sums of each shard.
 pub fn reduce_sums(scratch: &[Scratch], shards: usize, len: usize) -> Vec<f64> {
     let mut out = scratch[0].sums[..len].to_vec();
@@ -275,7 +285,7 @@ pub fn conv_backward(
             if c.pointwise() {
                 // dW += dy · xᵀ; dx += Wᵀ · dy.
                 let dyv = View::rows(dy, c.out_ch, plane, plane);
-                gemm_view(dyv, View::rows(x, k, plane, plane).t(), dw, k, true, false);
+                gemm_view(View::rows(x, k, plane, plane), dyv.t(), dw, c.out_ch, true, false);
                 if let Some(dx) = dx {
                     gemm_view(wt, dyv, dx, plane, true, false);
                 }
@@ -289,7 +299,7 @@ pub fn conv_backward(
                 let cols = &mut cols[..k * n];
                 im2col(ph, g, (oy0, oy1), cols);
                 let dyv = View { data: &dy[oy0 * g.ow..], rows: c.out_ch, cols: n, rs: plane, cs: 1 };
-                gemm_view(dyv, View::rows(cols, k, n, n).t(), dw, k, true, false);
+                gemm_view(View::rows(cols, k, n, n), dyv.t(), dw, c.out_ch, true, false);
                 if let Some(dx) = dx.as_deref_mut().filter(|_| scatter) {
                     let dcols = &mut dcols[..k * n];
                     gemm_view(wt, dyv, dcols, n, false, false);
@@ -314,7 +324,7 @@ pub fn conv_backward(
         }
     });
     let t = shards.0.len();
-    reduce_f32(scratch, t, c.out_ch * k, |s| &s.dw, dw);
+    reduce_transposed(scratch, t, (k, c.out_ch), dw);
     if let Some(db) = db {
         reduce_f32(scratch, t, c.out_ch, |s| &s.db, db);
     }
