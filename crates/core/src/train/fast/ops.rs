@@ -22,7 +22,8 @@ pub struct Scratch {
     /// A band of the column matrix, and its gradient.
     pub cols: Vec<f32>,
     pub dcols: Vec<f32>,
-    /// This shard's share of a weight gradient, then of a bias gradient.
+    /// This shard's share of a weight gradient (a conv's kept transposed, `k × out`), then of a
+    /// bias gradient.
     pub dw: Vec<f32>,
     pub db: Vec<f32>,
     /// Per-channel sums (BatchNorm statistics and their gradients).
@@ -283,7 +284,7 @@ pub fn conv_backward(
             }
             let mut dx = (per > 0).then(|| &mut dx_chunk[i * inp..][..inp]);
             if c.pointwise() {
-                // dW += dy · xᵀ; dx += Wᵀ · dy.
+                // dWᵀ += x · dyᵀ (kept transposed, as in the bands below); dx += Wᵀ · dy.
                 let dyv = View::rows(dy, c.out_ch, plane, plane);
                 gemm_view(View::rows(x, k, plane, plane), dyv.t(), dw, c.out_ch, true, false);
                 if let Some(dx) = dx {
