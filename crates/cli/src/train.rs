@@ -75,6 +75,11 @@ pub struct TrainArgs {
     /// Turn off the random crop and flip.
     #[arg(long)]
     pub no_augment: bool,
+    /// Write a replay file per epoch (snapshots/epoch-NNN.safetensors, tens of kilobytes): the
+    /// first conv's filters, activation maps of two fixed validation images and the epoch's
+    /// metrics, for the explorer's training replay.
+    #[arg(long)]
+    pub snapshots: bool,
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
@@ -242,6 +247,9 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
                 return Ok(Outcome::Finished);
             }
         };
+    if args.snapshots {
+        run.enable_snapshots(val.as_ref().unwrap_or(&train)).map_err(run_error)?;
+    }
     let (batches, epochs) = (run.batches(), args.epochs);
     let start = run.checkpoint().clone();
     eprintln!(

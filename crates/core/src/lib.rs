@@ -8,6 +8,7 @@ pub mod format;
 pub mod hub;
 pub mod image_file;
 pub mod kernels;
+pub mod manifest;
 pub mod model;
 pub mod ops;
 pub mod preprocess;

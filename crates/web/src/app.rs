@@ -11,7 +11,10 @@ use gloo::worker::{Spawnable, WorkerBridge};
 use resnet_core::arch::CIFAR10_CLASSES;
 use resnet_core::explain::{CamMethod, Erf};
 use resnet_core::hub::{hub_weights, HubWeights};
+use resnet_core::manifest::Entry;
 use resnet_core::spec::{BlockKind, Graph, Op};
+use resnet_core::train::run::parse_metrics;
+use resnet_core::train::{EpochMetrics, Snapshot};
 use resnet_core::{find_arch, ArchInfo, Summary};
 use web_sys::{Blob, File, HtmlImageElement};
 use yew::prelude::*;
@@ -19,6 +22,7 @@ use yew::prelude::*;
 use crate::camera::Camera;
 use crate::components::activations::{Activations, Maps, ZeroPad};
 use crate::components::cam::CamPanel;
+use crate::components::degradation::{Degradation, RunCurve};
 use crate::components::diagram::Diagram;
 use crate::components::drop_zone::{DropZone, SAMPLES_PER_CLASS};
 use crate::components::error_banner::ErrorBanner;
@@ -28,12 +32,13 @@ use crate::components::header::Header;
 use crate::components::hub_weights::{HubOffer, HubWeightsOffer};
 use crate::components::layer_table::LayerTable;
 use crate::components::prediction::Prediction;
+use crate::components::replay::{Replay, ReplayRun, YOURS};
 use crate::components::residual_stream::ResidualStream;
 use crate::components::user_weights::{self, FileLoad, UserFile, UserWeights};
 use crate::components::{InputView, Shared};
 use crate::decode::{decode_blob, decode_img, Decoded};
 use crate::events;
-use crate::fetch::{fetch_weights, weights_url};
+use crate::fetch::{default_weights, fetch_bytes, fetch_weights, manifest};
 use crate::hub;
 use crate::link::{self, DeepLink};
 use crate::protocol::{
@@ -41,7 +46,7 @@ use crate::protocol::{
 };
 use crate::viz::rgb_to_rgba;
 use crate::worker::InferenceWorker;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
 const DEFAULT_ARCH: &str = "cifar-resnet20";
@@ -61,6 +66,23 @@ pub enum LoadState {
 
 pub enum Msg {
     SelectModel(String),
+    /// A shipped weights file picked (the weights picker, a curve of the chart).
+    SelectWeights(String),
+    /// A shipped run's metrics, for the chart.
+    Curve(&'static Entry, Result<Vec<EpochMetrics>, String>),
+    /// The replay's run picked: a shipped weights file's name, or the user's files.
+    ReplayRun(String),
+    /// The replay slider moved to this position.
+    ReplayAt(usize),
+    /// A shipped snapshot downloaded (or not).
+    SnapshotFetched {
+        job: u32,
+        epoch: usize,
+        result: Result<Vec<u8>, String>,
+    },
+    /// Snapshot files of the user's run, chosen or dropped.
+    SnapshotFiles(Vec<File>),
+    SnapshotsRead(Vec<(String, Result<Vec<u8>, String>)>),
     /// The picked layer has stayed picked long enough: its CAM is worth a backward pass.
     CamDue,
     Fetched {
@@ -156,6 +178,8 @@ impl HubState {
 pub struct ModelView {
     pub arch: &'static ArchInfo,
     pub trained: bool,
+    /// The shipped weights file it runs (`None`: random weights, or a file of the user's).
+    pub weights: Option<&'static Entry>,
     pub graph: Shared<Graph>,
     pub summary: Shared<Summary>,
 }
@@ -163,7 +187,10 @@ pub struct ModelView {
 /// A new model always comes with a new graph: comparing pointers is enough.
 impl PartialEq for ModelView {
     fn eq(&self, other: &Self) -> bool {
-        std::ptr::eq(self.arch, other.arch) && self.graph == other.graph && self.summary == other.summary
+        std::ptr::eq(self.arch, other.arch)
+            && self.weights.map(|w| &w.file) == other.weights.map(|w| &w.file)
+            && self.graph == other.graph
+            && self.summary == other.summary
     }
 }
 
@@ -183,6 +210,11 @@ struct Handlers {
     camera: Callback<bool>,
     hub_fetch: Callback<()>,
     hub_cancel: Callback<()>,
+    select_weights: Callback<String>,
+    pick_run: Callback<&'static str>,
+    replay_run: Callback<String>,
+    replay_at: Callback<usize>,
+    snapshot_files: Callback<Vec<File>>,
 }
 
 /// The class activation map's state: what was asked for, and the last answer.
@@ -221,6 +253,27 @@ impl CameraState {
 fn now_ms() -> f64 {
     web_sys::window().and_then(|w| w.performance()).map_or_else(js_sys::Date::now, |p| p.now())
 }
+
+/// The training replay: whose run, where the slider is, the snapshots here so far.
+#[derive(Default)]
+struct ReplayState {
+    run: Option<ReplayRun>,
+    /// The slider's position in `epochs`.
+    at: usize,
+    epochs: Vec<usize>,
+    snapshots: BTreeMap<usize, Shared<Snapshot>>,
+    /// Shipped epochs on their way.
+    fetching: Vec<usize>,
+    /// The rest of a shipped run is fetched once the slider is first used.
+    fetched_all: bool,
+    /// Bumped with each new run: downloads for an older one are dropped.
+    job: u32,
+}
+
+/// A snapshot is tens of kilobytes; a file far larger is not one.
+const SNAPSHOT_LIMIT: f64 = 4e6;
+/// The most snapshot files one replay reads.
+const SNAPSHOT_FILES: usize = 2000;
 
 /// The last effective receptive field asked for.
 #[derive(Default)]
@@ -289,6 +342,10 @@ pub struct App {
     /// [`hold_panel_heights`]); true until the new model's maps are shown.
     holding_heights: bool,
     erf: ErfState,
+    /// The chart's runs, as their metrics arrive (manifest order), and any that failed.
+    curves: Vec<RunCurve>,
+    curves_error: Option<AttrValue>,
+    replay: ReplayState,
     error: Option<AttrValue>,
     /// The user's weights file being read and built in the worker, and the one the model runs.
     file_load: Option<FileLoad>,
@@ -327,12 +384,13 @@ fn class_name(arch: &ArchInfo, class: usize) -> String {
         .map_or_else(|| format!("class {class}"), |s| s.to_string())
 }
 
-fn model_view(arch: &'static ArchInfo) -> ModelView {
+fn model_view(arch: &'static ArchInfo, weights: Option<&'static Entry>) -> ModelView {
     let graph = arch.graph();
     let summary = graph.summary(None).expect("every architecture of the zoo fits its own input");
     ModelView {
         arch,
-        trained: weights_url(arch.name).is_some(),
+        trained: weights.is_some(),
+        weights,
         graph: Shared::new(graph),
         summary: Shared::new(summary),
     }
@@ -419,8 +477,18 @@ impl App {
         });
     }
 
-    /// Switches to `arch` (its state reset, its weights loaded).
+    /// Switches to `arch` with its default weights (its state reset, its weights loaded).
     fn switch_model(&mut self, ctx: &Context<Self>, arch: &'static ArchInfo) {
+        self.switch_weights(ctx, arch, default_weights(arch.name));
+    }
+
+    /// Switches to `arch` running `weights` (a file of the manifest; `None`: random weights).
+    fn switch_weights(
+        &mut self,
+        ctx: &Context<Self>,
+        arch: &'static ArchInfo,
+        weights: Option<&'static Entry>,
+    ) {
         if self.result.is_some() && !self.holding_heights {
             hold_panel_heights();
             self.holding_heights = true;
@@ -430,8 +498,147 @@ impl App {
         self.file_load = None;
         self.user_file = None;
         self.hub.cancel();
-        self.show_model(model_view(arch));
+        self.show_model(model_view(arch, weights));
+        self.follow_run_in_replay();
         self.start_load(ctx);
+    }
+
+    /// Fetches the metrics of every shipped run for the chart (a few kilobytes each).
+    fn fetch_curves(&mut self) {
+        for entry in manifest().runs() {
+            let (Some(url), link) = (entry.metrics.as_deref(), self.link.clone()) else { continue };
+            wasm_bindgen_futures::spawn_local(async move {
+                let result = match fetch_bytes(url, 1e6).await {
+                    Ok(bytes) => String::from_utf8(bytes)
+                        .map_err(|_| format!("{url} is not text"))
+                        .and_then(|t| parse_metrics(&t).map_err(|e| format!("{url}: {e}"))),
+                    Err(e) => Err(e),
+                };
+                link.send_message(Msg::Curve(entry, result));
+            });
+        }
+    }
+
+    /// The replay follows the model: a shipped run with snapshots replays from its last epoch
+    /// (the weights now running). Other models leave the replay as it is; with none yet, it
+    /// shows the first run trained here.
+    fn follow_run_in_replay(&mut self) {
+        let with_snapshots = |e: &&Entry| e.snapshots.is_some();
+        let entry = match self.model.weights.filter(with_snapshots) {
+            Some(e) => e,
+            None if self.replay.run.is_none() => match manifest().runs().find(with_snapshots) {
+                Some(e) => e,
+                None => return,
+            },
+            None => return,
+        };
+        if self.replay.run != Some(ReplayRun::Shipped(entry)) {
+            self.replay_shipped(entry);
+        }
+    }
+
+    /// Replays `entry`'s run, from its last epoch.
+    fn replay_shipped(&mut self, entry: &'static Entry) {
+        let Some(epochs) = entry.epochs() else { return };
+        self.replay = ReplayState {
+            run: Some(ReplayRun::Shipped(entry)),
+            epochs: (0..=epochs).collect(),
+            at: epochs,
+            job: self.replay.job + 1,
+            ..Default::default()
+        };
+        self.fetch_snapshot(epochs);
+    }
+
+    /// Downloads epoch `epoch` of the shipped run replayed, unless it is here or coming.
+    fn fetch_snapshot(&mut self, epoch: usize) {
+        let Some(ReplayRun::Shipped(entry)) = &self.replay.run else { return };
+        if self.replay.snapshots.contains_key(&epoch) || self.replay.fetching.contains(&epoch) {
+            return;
+        }
+        let Some(url) = entry.snapshot(epoch) else { return };
+        self.replay.fetching.push(epoch);
+        let (job, link) = (self.replay.job, self.link.clone());
+        wasm_bindgen_futures::spawn_local(async move {
+            let result = fetch_bytes(&url, SNAPSHOT_LIMIT).await;
+            link.send_message(Msg::SnapshotFetched { job, epoch, result });
+        });
+    }
+
+    /// The snapshot the replay shows: the slider's epoch, else the nearest earlier one here.
+    fn replay_snapshot(&self) -> Option<Shared<Snapshot>> {
+        let epoch = *self.replay.epochs.get(self.replay.at)?;
+        self.replay
+            .snapshots
+            .get(&epoch)
+            .or_else(|| self.replay.snapshots.range(..epoch).next_back().map(|(_, s)| s))
+            .or_else(|| self.replay.snapshots.values().next())
+            .cloned()
+    }
+
+    /// Reads the user's snapshot files (each checked by the core's reader), then replays them.
+    fn read_snapshot_files(&mut self, files: Vec<File>) {
+        if files.len() > SNAPSHOT_FILES {
+            self.error =
+                Some(format!("{} files: a replay reads at most {SNAPSHOT_FILES}", files.len()).into());
+            return;
+        }
+        let link = self.link.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let mut read = vec![];
+            for f in files {
+                let name = f.name();
+                let bytes = if f.size() > SNAPSHOT_LIMIT {
+                    Err(format!("{:.1} MB, larger than a snapshot", f.size() / 1e6))
+                } else {
+                    match wasm_bindgen_futures::JsFuture::from(f.array_buffer()).await {
+                        Ok(buf) => Ok(js_sys::Uint8Array::new(&buf).to_vec()),
+                        Err(e) => Err(crate::fetch::js_message(&e)),
+                    }
+                };
+                read.push((name, bytes));
+            }
+            link.send_message(Msg::SnapshotsRead(read));
+        });
+    }
+
+    /// The user's snapshots replace the replayed run (one architecture per run; files of
+    /// another one are refused with their names).
+    fn replay_yours(&mut self, read: Vec<(String, Result<Vec<u8>, String>)>) {
+        let mut snapshots = BTreeMap::new();
+        let mut errors = vec![];
+        let mut arch: Option<String> = None;
+        for (name, bytes) in read {
+            match bytes.and_then(|b| Snapshot::from_bytes(&b).map_err(|e| e.to_string())) {
+                Ok(s) if arch.as_ref().is_some_and(|a| *a != s.arch) => errors.push(format!(
+                    "{name}: a snapshot of {}, not {}",
+                    s.arch,
+                    arch.as_deref().unwrap_or("")
+                )),
+                Ok(s) => {
+                    arch = Some(s.arch.clone());
+                    snapshots.insert(s.epoch, Shared::new(s));
+                }
+                Err(e) => errors.push(format!("{name}: {e}")),
+            }
+        }
+        if !errors.is_empty() {
+            let more =
+                if errors.len() > 3 { format!(" (and {} more)", errors.len() - 3) } else { String::new() };
+            errors.truncate(3);
+            self.error = Some(format!("cannot replay {}{more}", errors.join("; ")).into());
+        }
+        let Some(arch) = arch else { return };
+        let epochs: Vec<usize> = snapshots.keys().copied().collect();
+        self.replay = ReplayState {
+            run: Some(ReplayRun::Yours { arch }),
+            at: epochs.len() - 1,
+            epochs,
+            snapshots,
+            fetched_all: true,
+            job: self.replay.job + 1,
+            ..Default::default()
+        };
     }
 
     /// For an untrained model with weights on the hub: are they in this browser's cache? (A
@@ -598,7 +805,7 @@ impl App {
         self.clear_maps();
         let job = self.load_job;
         let arch = self.model.arch.name.to_string();
-        match weights_url(&arch) {
+        match self.model.weights.map(|w| w.file.as_str()) {
             Some(url) => {
                 self.load = LoadState::Fetching { done: 0.0, total: None };
                 let link = ctx.link();
@@ -769,7 +976,11 @@ impl Component for App {
     fn create(ctx: &Context<Self>) -> Self {
         let link = ctx.link();
         events::set_panic_sink(link.callback(Msg::Error));
-        let mut listeners = events::listen_for_files(link.callback(Msg::File), link.callback(Msg::Error));
+        let mut listeners = events::listen_for_files(
+            link.callback(Msg::File),
+            link.callback(Msg::SnapshotFiles),
+            link.callback(Msg::Error),
+        );
         listeners.push(events::listen_for_links(link.callback(Msg::Navigate)));
         listeners.extend(events::listen_for_drags(link.callback(Msg::Dragging)));
         let followed = link::current();
@@ -779,7 +990,7 @@ impl Component for App {
             Some(Ok(a)) => a,
             _ => find_arch(DEFAULT_ARCH).expect("the default model is in the zoo"),
         };
-        let model = model_view(arch);
+        let model = model_view(arch, default_weights(arch.name));
         let selected = default_layer(&model.graph);
         let mut app = App {
             worker: spawn_worker(link),
@@ -812,6 +1023,9 @@ impl Component for App {
             selected,
             channel: 0,
             erf: ErfState::default(),
+            curves: vec![],
+            curves_error: None,
+            replay: ReplayState::default(),
             cam_timer: None,
             link: ctx.link().clone(),
             scroll_to_maps: false,
@@ -846,6 +1060,11 @@ impl Component for App {
                 camera: link.callback(Msg::Camera),
                 hub_fetch: link.callback(|_| Msg::HubFetch),
                 hub_cancel: link.callback(|_| Msg::HubCancel),
+                select_weights: link.callback(Msg::SelectWeights),
+                pick_run: link.callback(|f: &'static str| Msg::SelectWeights(f.to_string())),
+                replay_run: link.callback(Msg::ReplayRun),
+                replay_at: link.callback(Msg::ReplayAt),
+                snapshot_files: link.callback(Msg::SnapshotFiles),
             },
             _listeners: listeners,
             _panic_channel: panic_channel,
@@ -859,6 +1078,8 @@ impl Component for App {
         app.restore = (followed.layer.is_some() || followed.channel.is_some()).then_some(followed);
         app.start_load(ctx);
         app.check_hub_cache();
+        app.fetch_curves();
+        app.follow_run_in_replay();
         app
     }
 
@@ -872,6 +1093,72 @@ impl Component for App {
                 self.restore = None;
                 self.switch_model(ctx, arch);
             }
+            Msg::SelectWeights(file) => {
+                let Some(entry) = manifest().find(&file) else {
+                    self.error = Some(format!("no weights file {file} is offered").into());
+                    return true;
+                };
+                let Ok(arch) = find_arch(&entry.arch) else { return false };
+                if self.model.weights.is_some_and(|w| w.file == entry.file) {
+                    return false;
+                }
+                self.restore = None;
+                self.switch_weights(ctx, arch, Some(entry));
+            }
+            Msg::Curve(entry, result) => match result {
+                Ok(metrics) => {
+                    self.curves.push(RunCurve { entry, metrics: Shared::new(metrics) });
+                    let order = |e: &Entry| manifest().models.iter().position(|m| m.file == e.file);
+                    self.curves.sort_by_key(|c| order(c.entry));
+                }
+                Err(e) => self.curves_error = Some(e.into()),
+            },
+            Msg::ReplayRun(file) if file == YOURS => return false,
+            Msg::ReplayRun(file) => match manifest().find(&file) {
+                Some(entry) => self.replay_shipped(entry),
+                None => return false,
+            },
+            Msg::ReplayAt(at) => {
+                self.replay.at = at.min(self.replay.epochs.len().saturating_sub(1));
+                if !self.replay.fetched_all {
+                    self.replay.fetched_all = true;
+                    // The slider's own epoch first, then the rest for smooth sliding.
+                    let mut all = self.replay.epochs.clone();
+                    all.sort_by_key(|&e| Some(e) != self.replay.epochs.get(self.replay.at).copied());
+                    for e in all {
+                        self.fetch_snapshot(e);
+                    }
+                } else if let Some(&e) = self.replay.epochs.get(self.replay.at) {
+                    self.fetch_snapshot(e);
+                }
+            }
+            Msg::SnapshotFetched { job, epoch, result } => {
+                if job != self.replay.job {
+                    return false;
+                }
+                self.replay.fetching.retain(|&e| e != epoch);
+                let arch = self.replay.run.as_ref().map(|r| r.arch().to_string()).unwrap_or_default();
+                match result.and_then(|b| Snapshot::from_bytes(&b).map_err(|e| e.to_string())) {
+                    Ok(s) if s.arch == arch && s.epoch == epoch => {
+                        self.replay.snapshots.insert(epoch, Shared::new(s));
+                    }
+                    Ok(s) => {
+                        self.error = Some(
+                            format!(
+                                "the snapshot of {arch} epoch {epoch} is of {} epoch {}",
+                                s.arch, s.epoch
+                            )
+                            .into(),
+                        )
+                    }
+                    Err(e) => self.error = Some(format!("cannot replay epoch {epoch}: {e}").into()),
+                }
+            }
+            Msg::SnapshotFiles(files) => {
+                self.read_snapshot_files(files);
+                return false;
+            }
+            Msg::SnapshotsRead(read) => self.replay_yours(read),
             Msg::Navigate(to) => {
                 if let Some(s) = to.sample.as_deref().filter(|s| Some(*s) != self.sample.as_deref()) {
                     self.load_sample(ctx, s);
@@ -1000,6 +1287,7 @@ impl Component for App {
                     self.show_model(ModelView {
                         arch,
                         trained: true,
+                        weights: None,
                         graph: Shared::new(graph),
                         summary: Shared::new(summary),
                     });
@@ -1124,6 +1412,10 @@ impl Component for App {
                 self.worker = spawn_worker(ctx.link());
                 (self.building, self.pending_load, self.worker_memory) = (0, None, 0.0);
                 self.start_load(ctx);
+            }
+            Msg::File(file) if events::is_snapshot_file(&file.name()) => {
+                self.read_snapshot_files(vec![file]);
+                return false;
             }
             Msg::File(file) if user_weights::is_weights_file(&file.name()) => self.load_weights_file(file),
             Msg::File(file) => {
@@ -1273,6 +1565,7 @@ impl Component for App {
         html! {
             <>
             <Header model={m.clone()} load={self.load.clone()} running={self.running} on_model={on.select_model.clone()}
+                on_weights={on.select_weights.clone()}
                 from_hub={self.user_file.as_ref().is_some_and(|u| u.origin.is_some())} />
             <UserWeights loading={self.file_load.clone()} current={self.user_file.clone()} />
             { for self.hub_offer().map(|offer| html! {
@@ -1336,6 +1629,16 @@ impl Component for App {
                 <ResidualStream graph={m.graph.clone()} result={self.result.clone()} running={self.running} on_select={on.show_layer.clone()} />
                 <LayerTable graph={m.graph.clone()} summary={m.summary.clone()} selected={self.selected} on_select={on.show_layer.clone()} result={self.result.clone()} />
                 <Diagram graph={m.graph.clone()} summary={m.summary.clone()} selected={self.selected} on_select={on.show_layer.clone()} result={self.result.clone()} />
+                <Degradation runs={self.curves.clone()} current={m.weights.map(|w| AttrValue::from(w.file.clone()))}
+                    cursor={self.replay.run.as_ref().and_then(|r| match r {
+                        ReplayRun::Shipped(e) => Some((e.arch.as_str(), *self.replay.epochs.get(self.replay.at)?)),
+                        ReplayRun::Yours { .. } => None,
+                    })}
+                    on_pick={on.pick_run.clone()} error={self.curves_error.clone()} />
+                <Replay runs={manifest().runs().filter(|e| e.snapshots.is_some()).collect::<Vec<_>>()}
+                    run={self.replay.run.clone()} epochs={self.replay.epochs.clone()} at={self.replay.at}
+                    snapshot={self.replay_snapshot()} busy={!self.replay.fetching.is_empty()}
+                    on_run={on.replay_run.clone()} on_at={on.replay_at.clone()} on_files={on.snapshot_files.clone()} />
             </main>
             <Footer />
             </>

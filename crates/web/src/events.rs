@@ -35,9 +35,29 @@ fn file_of(dt: Option<web_sys::DataTransfer>) -> Option<File> {
     dt?.files()?.get(0)
 }
 
-/// Files dropped or pasted anywhere go to `on_file`; a drop without a file to `on_error`. The
-/// listeners live as long as the returned handles.
-pub fn listen_for_files(on_file: Callback<File>, on_error: Callback<String>) -> Vec<EventListener> {
+/// A replay file by its name (`epoch-NNN.safetensors`, as `resnet train --snapshots` writes):
+/// dropped on the page, it goes to the replay rather than in as weights.
+pub fn is_snapshot_file(name: &str) -> bool {
+    name.strip_prefix("epoch-")
+        .and_then(|r| r.strip_suffix(".safetensors"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A drop of several snapshot files (a run's whole folder, selected): all of them.
+fn snapshots_of(dt: &web_sys::DataTransfer) -> Option<Vec<File>> {
+    let list = dt.files()?;
+    let files: Vec<File> = (0..list.length()).filter_map(|i| list.get(i)).collect();
+    (files.len() > 1 && files.iter().all(|f| is_snapshot_file(&f.name()))).then_some(files)
+}
+
+/// Files dropped or pasted anywhere go to `on_file` (the first of them), several snapshot files
+/// dropped together to `on_snapshots`; a drop without a file to `on_error`. The listeners live as
+/// long as the returned handles.
+pub fn listen_for_files(
+    on_file: Callback<File>,
+    on_snapshots: Callback<Vec<File>>,
+    on_error: Callback<String>,
+) -> Vec<EventListener> {
     let doc = gloo::utils::document();
     // Without preventDefault on dragover the browser opens the dropped file itself.
     let opts = EventListenerOptions::enable_prevent_default();
@@ -46,7 +66,11 @@ pub fn listen_for_files(on_file: Callback<File>, on_error: Callback<String>) -> 
         let on_file = on_file.clone();
         EventListener::new_with_options(&doc, "drop", opts, move |e| {
             e.prevent_default();
-            match file_of(e.dyn_ref::<DragEvent>().and_then(|d| d.data_transfer())) {
+            let dt = e.dyn_ref::<DragEvent>().and_then(|d| d.data_transfer());
+            if let Some(files) = dt.as_ref().and_then(snapshots_of) {
+                return on_snapshots.emit(files);
+            }
+            match file_of(dt) {
                 Some(f) => on_file.emit(f),
                 None => on_error.emit("the drop held no file".into()),
             }

@@ -2,18 +2,36 @@
 //! by chunk so the header can show the progress of a 3 MB download on a slow line. (The samples
 //! are plain `<img>` elements: the browser fetches and caches them.)
 
+use std::sync::OnceLock;
+
+use resnet_core::manifest::{Entry, Manifest};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use yew::Callback;
 
-/// Pretrained weights shipped in `www/weights/`; every other model gets random weights.
-pub const PRETRAINED: [(&str, &str); 2] = [
-    ("cifar-resnet20", "weights/cifar10-resnet20.safetensors"),
-    ("cifar-resnet56", "weights/cifar10-resnet56.safetensors"),
-];
+/// The weights the page offers (`www/weights/manifest.json`, embedded: the model picker needs it
+/// before anything is downloaded); every other model gets random weights.
+pub fn manifest() -> &'static Manifest {
+    static MANIFEST: OnceLock<Manifest> = OnceLock::new();
+    MANIFEST.get_or_init(|| {
+        // A broken manifest is a build the tests reject (core's tests/manifest.rs); the page
+        // then offers random weights only rather than not starting.
+        Manifest::parse(include_str!("../../../www/weights/manifest.json"))
+            .unwrap_or(Manifest { models: vec![] })
+    })
+}
 
-pub fn weights_url(arch: &str) -> Option<&'static str> {
-    PRETRAINED.iter().find(|(a, _)| *a == arch).map(|(_, url)| *url)
+/// The file `arch` loads by default, where it has one.
+pub fn default_weights(arch: &str) -> Option<&'static Entry> {
+    manifest().default_for(arch)
+}
+
+/// GET `url` whole (at most `limit` bytes).
+pub async fn fetch_bytes(url: &str, limit: f64) -> Result<Vec<u8>, String> {
+    let resp = get(url, None).await?;
+    let mut bytes = Vec::new();
+    read_chunks(&resp, url, limit, |chunk| bytes.extend(chunk.to_vec())).await?;
+    Ok(bytes)
 }
 
 /// Starts downloading `url`: `progress` gets (bytes done, total when the server says), `done`

@@ -219,6 +219,43 @@ pub fn filter_tile(weights: &[f32], in_ch: usize, k: usize) -> (Vec<u8>, f32, f3
     (out, lo, hi)
 }
 
+/// The error axis of a chart whose worst value is `worst` (%): its top (a multiple of 10, at
+/// most 100) and its ticks every 10 % (every 20 % above 50).
+pub fn error_axis(worst: f64) -> (f64, Vec<f64>) {
+    let top = ((worst / 10.0).ceil() * 10.0).clamp(10.0, 100.0);
+    let step = if top > 50.0 { 20.0 } else { 10.0 };
+    let ticks = (0..).map(|i| i as f64 * step).take_while(|&t| t <= top + 1e-9).collect();
+    (top, ticks)
+}
+
+/// SVG polyline points of `(x, y)` data in the plot area `((x0, y0), (x1, y1), (x_max, y_max))`:
+/// x from 0 to `x_max` left to right, y from 0 (bottom) to `y_max` (top, clipped there).
+pub fn polyline(
+    points: &[(f64, f64)],
+    ((x0, y0), (x1, y1), (x_max, y_max)): ((f64, f64), (f64, f64), (f64, f64)),
+) -> String {
+    points
+        .iter()
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .map(|&(x, y)| {
+            let px = x0 + (x1 - x0) * x / x_max;
+            let py = y1 - (y1 - y0) * (y / y_max).clamp(0.0, 1.0);
+            format!("{px:.1},{py:.1}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A snapshot's map (bytes over its own `[lo, hi]`) as RGBA on the colour map its values need:
+/// viridis when they are never negative, the diverging map around zero otherwise.
+pub fn snapshot_map_rgba(bytes: &[u8], [lo, hi]: [f32; 2]) -> Vec<u8> {
+    let scale = Scale::fit(&[lo, hi]);
+    let lut = scale.table();
+    let step = (hi - lo) / 255.0;
+    let colours: Vec<[u8; 4]> = (0..256).map(|q| lut[scale.index(lo + step * q as f32)]).collect();
+    bytes.iter().flat_map(|&q| colours[q as usize]).collect()
+}
+
 /// RGB8 → RGBA8.
 pub fn rgb_to_rgba(rgb: &[u8]) -> Vec<u8> {
     rgb.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect()
@@ -258,6 +295,30 @@ pub use resnet_core::format::{si, thousands, top_k};
 mod tests {
     use super::*;
     use resnet_core::find_arch;
+
+    #[test]
+    fn the_error_axis_and_curves_fit_the_plot() {
+        assert_eq!(error_axis(37.2), (40.0, vec![0.0, 10.0, 20.0, 30.0, 40.0]));
+        assert_eq!(error_axis(0.0).0, 10.0);
+        assert_eq!(error_axis(91.0), (100.0, vec![0.0, 20.0, 40.0, 60.0, 80.0, 100.0]));
+        let area = ((10.0, 0.0), (110.0, 50.0), (10.0, 40.0));
+        // Epoch 0 at the left edge, the last at the right; 0 % at the bottom, the top clipped.
+        assert_eq!(
+            polyline(&[(0.0, 0.0), (5.0, 20.0), (10.0, 80.0), (3.0, f64::NAN)], area),
+            "10.0,50.0 60.0,25.0 110.0,0.0"
+        );
+    }
+
+    #[test]
+    fn snapshot_maps_use_their_own_range() {
+        // Never negative: viridis from its first colour to its last.
+        let px = snapshot_map_rgba(&[0, 255], [0.0, 2.0]);
+        assert_eq!((&px[..3], &px[4..7]), (&VIRIDIS[0][..], &VIRIDIS[8][..]));
+        // Signed: the byte that stands for zero is white.
+        let px = snapshot_map_rgba(&[0, 128, 255], [-1.0, 1.0]);
+        assert_eq!(&px[..3], &DIVERGING[0][..]);
+        assert!(px[4..7].iter().all(|&c| c > 240), "{:?}", &px[4..7]);
+    }
 
     #[test]
     fn scales_fit_the_data() {

@@ -9,6 +9,7 @@ pub mod fast;
 pub mod run;
 pub mod schedule;
 pub mod sgd;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,7 @@ pub use augment::{Augment, Rng};
 pub use run::{EpochMetrics, Run, RunConfig, RunError};
 pub use schedule::{LrSchedule, Schedule};
 pub use sgd::{Sgd, SgdConfig};
+pub use snapshot::Snapshot;
 
 /// PyTorch's BatchNorm default: `running = (1 − m)·running + m·batch`.
 pub const BN_MOMENTUM: f64 = 0.1;

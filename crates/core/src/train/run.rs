@@ -5,7 +5,9 @@
 //! - `last.safetensors`: the model in PyTorch's names (loadable by `resnet eval`/`predict`, the
 //!   browser and PyTorch), its metadata carrying the [`Checkpoint`];
 //! - `optim-<step>.safetensors`: the momentum buffers that go with it;
-//! - `best.safetensors`: the model of the epoch with the best validation accuracy.
+//! - `best.safetensors`: the model of the epoch with the best validation accuracy;
+//! - with [`Run::enable_snapshots`], `snapshots/epoch-NNN.safetensors`: the replay of each epoch
+//!   ([`Snapshot`]), epoch 0 being the initial weights.
 //!
 //! Every file is written to a temporary name and renamed, and `last.safetensors` (the commit
 //! point) is written last, so a run killed at any moment resumes from a consistent state.
@@ -21,6 +23,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::snapshot::{pick_images, Snapshot, SnapshotError};
 use super::{evaluate, Augment, EvalStats, LrSchedule, Rng, Schedule, SgdConfig, Trainer};
 use crate::arch::ArchInfo;
 use crate::model::Model;
@@ -58,6 +61,8 @@ pub enum RunError {
     Weights(#[from] WeightsError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 pub type Result<T> = std::result::Result<T, RunError>;
@@ -329,6 +334,8 @@ pub struct Run {
     /// The last step's rate (the metrics' `lr`).
     lr: f64,
     epoch_start: Instant,
+    /// The fixed images of the snapshots (pixels, labels, side), when they are written.
+    snapshot_images: Option<(Vec<u8>, Vec<u32>, usize)>,
 }
 
 impl Run {
@@ -411,6 +418,7 @@ impl Run {
             device: device.clone(),
             lr,
             epoch_start: Instant::now(),
+            snapshot_images: None,
         };
         Ok(if resumed.is_some() { Opened::Resumed(run) } else { Opened::New(run) })
     }
@@ -445,6 +453,35 @@ impl Run {
 
     pub fn history(&self) -> &[EpochMetrics] {
         &self.history
+    }
+
+    /// Writes a [`Snapshot`] after every epoch from now on, of fixed images of `from` (the
+    /// validation set, so that they are never trained on); a run that has not trained yet also
+    /// gets epoch 0, its initial weights.
+    pub fn enable_snapshots(&mut self, from: &Subset) -> Result<()> {
+        let labels = from.idx.iter().map(|&i| from.images.labels[i]);
+        let (pixels, labels) = from.gather(&pick_images(labels));
+        if labels.is_empty() {
+            return Err(RunError::Invalid("no images to take snapshots of".into()));
+        }
+        self.snapshot_images = Some((pixels, labels, from.images.side));
+        if self.state.epochs_done == 0 && self.state.batches_done == 0 {
+            let model = Model::new(self.arch, self.graph.clone(), self.trainer.state_dict()?);
+            self.write_snapshot(&model, None)?;
+        }
+        Ok(())
+    }
+
+    /// The snapshot of the epoch just done (or of epoch 0), when snapshots are on.
+    fn write_snapshot(&self, model: &Model, metrics: Option<&EpochMetrics>) -> Result<()> {
+        let Some((pixels, labels, side)) = &self.snapshot_images else { return Ok(()) };
+        let epoch = metrics.map_or(0, |m| m.epoch);
+        let s = Snapshot::capture(model, epoch, metrics.cloned(), pixels, labels, *side)?;
+        let dir = self.dir.join("snapshots");
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let path = dir.join(Snapshot::file_name(epoch));
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, s.to_bytes()?).and_then(|_| std::fs::rename(&tmp, &path)).map_err(io(&path))
     }
 
     /// Trains the rest of the current epoch on `train` (which must be the set the run was
@@ -582,6 +619,7 @@ impl Run {
         // The metrics line first, the checkpoint last: a crash between the two repeats this
         // epoch, and its line is dropped on resume.
         write_metrics(&self.dir.join("metrics.jsonl"), &self.history)?;
+        self.write_snapshot(&model, Some(&m))?;
         if let Some(acc) = m.val_acc.filter(|&a| a > self.best) {
             self.best = acc;
             let meta = HashMap::from([
@@ -656,12 +694,14 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
         Err(e) => return Err(io(path)(e)),
     };
+    parse_metrics(&text).map_err(|msg| RunError::Io { path: path.into(), msg })
+}
+
+/// The lines of a `metrics.jsonl` text (the browser fetches the shipped runs').
+pub fn parse_metrics(text: &str) -> std::result::Result<Vec<EpochMetrics>, String> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str(l)
-                .map_err(|e| RunError::Io { path: path.into(), msg: format!("bad line {l}: {e}") })
-        })
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("bad line {l}: {e}")))
         .collect()
 }
 

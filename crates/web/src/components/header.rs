@@ -6,7 +6,7 @@ use resnet_core::ZOO;
 use yew::prelude::*;
 
 use crate::app::{LoadState, ModelView};
-use crate::fetch::weights_url;
+use crate::fetch::{default_weights, manifest};
 use crate::viz::thousands;
 
 #[derive(Properties, PartialEq)]
@@ -16,6 +16,8 @@ pub struct Props {
     pub running: bool,
     /// The name of the model picked.
     pub on_model: Callback<String>,
+    /// A shipped weights file picked for the model (where it has more than one).
+    pub on_weights: Callback<String>,
     /// The model runs the hub's pretrained weights (not a file of the user's).
     #[prop_or_default]
     pub from_hub: bool,
@@ -90,11 +92,20 @@ pub fn header(p: &Props) -> Html {
             cb.emit(sel.value())
         })
     };
+    let on_weights = {
+        let cb = p.on_weights.clone();
+        Callback::from(move |e: Event| {
+            let sel: web_sys::HtmlSelectElement = e.target_unchecked_into();
+            cb.emit(sel.value())
+        })
+    };
+    let weights_url = |arch: &str| default_weights(arch).map(|w| w.file.as_str());
     // Pretrained models first: they are the ones that make real predictions.
     let zoo = ZOO
         .iter()
         .filter(|a| weights_url(a.name).is_some())
         .chain(ZOO.iter().filter(|a| weights_url(a.name).is_none()));
+    let files: Vec<_> = manifest().for_arch(m.arch.name).collect();
     html! {
         <header>
             <h1>{ "ResNet explorer" }</h1>
@@ -108,8 +119,8 @@ pub fn header(p: &Props) -> Html {
                                 true => format!("{} — pretrained on ImageNet (from the hub)", a.name),
                                 false => format!("{} — your weights", a.name),
                             }
-                        } else if weights_url(a.name).is_some() {
-                            format!("{} — pretrained on CIFAR-10", a.name)
+                        } else if let Some(w) = default_weights(a.name) {
+                            format!("{} — {}", a.name, w.label())
                         } else if hub_weights(a.name).is_some() {
                             format!("{} — untrained (pretrained weights on request)", a.name)
                         } else {
@@ -119,6 +130,16 @@ pub fn header(p: &Props) -> Html {
                     }) }
                 </select>
             </label>
+            { if files.len() > 1 && m.weights.is_some() { html! {
+                <label class="weights">
+                    { "Weights " }
+                    <select data-testid="weights-select" onchange={on_weights}>
+                        { for files.iter().map(|w| html! {
+                            <option value={w.file.clone()} selected={m.weights.is_some_and(|c| c.file == w.file)}>{ w.label() }</option>
+                        }) }
+                    </select>
+                </label>
+            } } else { html! {} } }
             <span role="status" aria-live="polite">{ status(p) }</span>
             <CopyLink />
             <p class="description">

@@ -4,6 +4,7 @@
 pub mod activations;
 pub mod cam;
 pub mod channel_grid;
+pub mod degradation;
 pub mod diagram;
 pub mod drop_zone;
 pub mod error_banner;
@@ -13,6 +14,7 @@ pub mod header;
 pub mod hub_weights;
 pub mod layer_table;
 pub mod prediction;
+pub mod replay;
 pub mod residual_stream;
 pub mod user_weights;
 pub mod zoom;
