@@ -85,20 +85,8 @@ fn copy_link() -> Html {
 #[function_component(Header)]
 pub fn header(p: &Props) -> Html {
     let m = &p.model;
-    let on_change = {
-        let cb = p.on_model.clone();
-        Callback::from(move |e: Event| {
-            let sel: web_sys::HtmlSelectElement = e.target_unchecked_into();
-            cb.emit(sel.value())
-        })
-    };
-    let on_weights = {
-        let cb = p.on_weights.clone();
-        Callback::from(move |e: Event| {
-            let sel: web_sys::HtmlSelectElement = e.target_unchecked_into();
-            cb.emit(sel.value())
-        })
-    };
+    let on_change = super::select_value(p.on_model.clone());
+    let on_weights = super::select_value(p.on_weights.clone());
     let weights_url = |arch: &str| default_weights(arch).map(|w| w.file.as_str());
     // Pretrained models first: they are the ones that make real predictions.
     let zoo = ZOO

@@ -175,6 +175,14 @@ pub fn group_keys<T: Clone + 'static>(
     })
 }
 
+/// A `<select>`'s `onchange` that hands the chosen option's value to `cb`.
+pub fn select_value(cb: Callback<String>) -> Callback<Event> {
+    Callback::from(move |e: Event| {
+        let sel: web_sys::HtmlSelectElement = e.target_unchecked_into();
+        cb.emit(sel.value())
+    })
+}
+
 fn draw(c: &HtmlCanvasElement, rgba: &[u8], w: u32, h: u32) {
     if rgba.len() != (w * h * 4) as usize || w == 0 || h == 0 {
         return;

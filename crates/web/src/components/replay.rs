@@ -76,13 +76,7 @@ fn metrics_line(s: &Snapshot) -> String {
 
 #[function_component(Replay)]
 pub fn replay(p: &Props) -> Html {
-    let on_change_run = {
-        let cb = p.on_run.clone();
-        Callback::from(move |e: Event| {
-            let sel: web_sys::HtmlSelectElement = e.target_unchecked_into();
-            cb.emit(sel.value())
-        })
-    };
+    let on_change_run = super::select_value(p.on_run.clone());
     let on_slide = {
         let cb = p.on_at.clone();
         Callback::from(move |e: InputEvent| {
