@@ -436,13 +436,20 @@ def validate(res):
             assert c["ratio"] is None or c["ratio"] > 0, f"train.{m}.{t}.ratio"
 
 
+def native_plan(quick):
+    """Models, thread counts, batch sizes and loop settings of the native section."""
+    if quick:
+        return ["cifar-resnet20"], [1], [1, 2], {"warmup": 1, "min_iters": 3, "max_iters": 5, "budget_s": 0.1, "rounds": 1}
+    return list(MODELS), [1, 2], [1, 32], {"warmup": 3, "min_iters": 30, "max_iters": 300, "budget_s": 1.0, "rounds": 3}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path, help="directory for results.json and results.md")
     ap.add_argument("--validate", type=Path, help="only check that this results.json has the expected shape")
     ap.add_argument(
-        "--only", choices=["cam", "train"], help="measure this part alone and merge it into OUT/results.json"
+        "--only", choices=["cam", "train", "native"], help="measure this part alone and merge it into OUT/results.json"
     )
     a = ap.parse_args()
     if a.validate:
@@ -460,6 +467,16 @@ def main():
             log("browser Grad-CAM")
             res["cam"] = browser_cam(a.quick)
             res["cam_date"] = now
+        elif a.only == "native":
+            # Native alone, perhaps on another CPU than the rest: it carries its own date and CPU.
+            load0 = list(os.getloadavg())
+            models, threads, batches, it = native_plan(a.quick)
+            res["native"], notes = native(models, threads, batches, it)
+            log("native profile")
+            res["native_profile"] = native_profile(models, a.quick)
+            res["versions"]["onnxruntime"] = ort.__version__
+            res["versions"]["torch"] = notes.get("torch_version") or res["versions"].get("torch")
+            res["native_run"] = {"date": now, "cpu": cpu_model(), "load_average": {"start": load0, "end": list(os.getloadavg())}}
         else:
             load0 = list(os.getloadavg())
             res["train"] = training(a.quick)
@@ -469,12 +486,7 @@ def main():
         (a.out / "results.md").write_text(markdown(res) + "\n")
         print(markdown(res))
         return
-    if a.quick:
-        models, threads, batches = ["cifar-resnet20"], [1], [1, 2]
-        it = {"warmup": 1, "min_iters": 3, "max_iters": 5, "budget_s": 0.1, "rounds": 1}
-    else:
-        models, threads, batches = list(MODELS), [1, 2], [1, 32]
-        it = {"warmup": 3, "min_iters": 30, "max_iters": 300, "budget_s": 1.0, "rounds": 3}
+    models, threads, batches, it = native_plan(a.quick)
     load0 = list(os.getloadavg())  # the machine is shared: say how busy it was
     res = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

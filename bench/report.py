@@ -74,7 +74,9 @@ def markdown(res):
         "",
         "simd128 peak ≈ 8 flop/cycle/core (4-wide f32 mul + add); see `peak_note` in results.json.",
         "",
-        "**Native CPU** (release)",
+        "**Native CPU** (release"
+        + (f"; measured {res['native_run']['date']} on {res['native_run']['cpu']}" if res.get("native_run") else "")
+        + ")",
         "",
         "| model | threads | batch | ours | onnxruntime | PyTorch | ours / ORT | ours / PyTorch | ours GFLOP/s |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -174,6 +176,12 @@ def targets(res):
             parts.append(f"{m} {fmt(first[1]['ratio_vs_ort'])}×{extra}")
         rows.append(("native, 1 thread, ≤ 1.0× onnxruntime", ", ".join(parts),
                      all(c["ratio_vs_ort"] <= 1.0 for by_b in one.values() for c in by_b.values())))
+    pairs = [(m, b, c, by_t["2"][b]) for m, by_t in res["native"].items() if "1" in by_t and "2" in by_t
+             for b, c in by_t["1"].items() if b in by_t["2"]]
+    if pairs:
+        rows.append(("native, 2 threads never slower than 1 (time 2t / 1t ≤ 1)",
+                     ", ".join(f"{m} batch {b} {fmt(c2['ours_ms'] / c1['ours_ms'])}×" for m, b, c1, c2 in pairs),
+                     all(c2["ours_ms"] <= c1["ours_ms"] for *_, c1, c2 in pairs)))
     cells = [(m, t, b, c) for m, by_t in res["native"].items() for t, by_b in by_t.items() for b, c in by_b.items()]
     if any(c.get("ratio_vs_torch") for *_, c in cells):
         parts = []

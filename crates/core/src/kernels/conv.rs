@@ -10,14 +10,49 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use super::gemm::{matmul, Mat};
-use super::im2col::{im2col, phases, ConvGeometry};
+use super::gemm::{matmul, matmul_one_thread, Mat};
+use super::im2col::{im2col, ConvGeometry};
 use super::winograd::Winograd3x3;
-use super::{give_scratch, take_scratch, with_slice, Epilogue};
+use super::{
+    bands_of, for_chunks, for_each_mut, free_threads, give_scratch, take_scratch, with_slice, Epilogue,
+    PARALLEL_WORK, SHARED_WEIGHT_FLOATS,
+};
 
 /// The column matrix of a band of output rows is kept to about this many floats (256 KiB), so
 /// that it is still in cache when gemm reads it.
 const BAND_FLOATS: usize = 64 * 1024;
+
+/// With several threads and weights too big to share, the column matrix of a whole image up to
+/// this many floats (4 MiB) is built at once, for one product that gemm splits among threads.
+const WHOLE_IMAGE_COLS_FLOATS: usize = 1 << 20;
+
+/// Input rows per parallel piece of [`with_phases`].
+const PHASE_ROWS: usize = 16;
+
+/// `f` of one image's input split into its stride phases ([`super::im2col::phases`]), built in a
+/// reused scratch buffer (a fresh one costs page faults on every conv), on all threads when
+/// `parallel`; stride 1 passes `x` itself.
+fn with_phases<R>(x: &[f32], g: &ConvGeometry, parallel: bool, f: impl FnOnce(&[f32]) -> R) -> R {
+    let (s, w) = (g.stride, g.w);
+    if s == 1 || w == 0 {
+        return f(x);
+    }
+    let pw = w.div_ceil(s);
+    let mut ph = take_scratch(x.len() / w * s * pw);
+    for_chunks(&mut ph, PHASE_ROWS * s * pw, parallel, |i, dst| {
+        for (src, row) in x[i * PHASE_ROWS * w..].chunks_exact(w).zip(dst.chunks_exact_mut(s * pw)) {
+            if w % s != 0 {
+                row.fill(0.0); // the short phases' last element
+            }
+            for (j, &v) in src.iter().enumerate() {
+                row[(j % s) * pw + j / s] = v;
+            }
+        }
+    });
+    let r = f(&ph);
+    give_scratch(ph);
+    r
+}
 
 /// Which kernel a conv runs on: decided here only, from its kernel size, stride and padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,27 +188,81 @@ impl PreparedConv {
                 matmul(a, Mat { data: x, rows: g.c, cols: plane, stride: plane }, out, plane);
             }
             Kernel::Im2col(weight) => {
+                let big = self.out_ch * g.rows() * plane >= PARALLEL_WORK;
+                // Bands in parallel while each thread can read the weights whole (see
+                // SHARED_WEIGHT_FLOATS); else one band at a time, gemm splitting the products.
+                let threads = match big && self.out_ch * g.rows() <= SHARED_WEIGHT_FLOATS {
+                    true => free_threads(),
+                    false => 1,
+                };
+                if threads > 1 {
+                    return self.im2col_bands(weight, x, g, out, epi, threads);
+                }
                 let kk = g.rows();
                 let a = Mat { data: weight, rows: self.out_ch, cols: kk, stride: kk };
-                let rows = phases(x, g.w, g.stride);
-                let band = (BAND_FLOATS / (kk * g.ow)).clamp(1, g.oh);
-                let mut cols = take_scratch(kk * band * g.ow);
-                for oy0 in (0..g.oh).step_by(band) {
-                    let oy1 = (oy0 + band).min(g.oh);
-                    let n = (oy1 - oy0) * g.ow;
-                    let cols = &mut cols[..kk * n];
-                    im2col(&rows, g, (oy0, oy1), cols);
-                    matmul(
-                        a,
-                        Mat { data: cols, rows: kk, cols: n, stride: n },
-                        &mut out[oy0 * g.ow..],
-                        plane,
-                    );
+                let mut band = (BAND_FLOATS / (kk * g.ow)).clamp(1, g.oh);
+                if big && free_threads() > 1 && kk * plane <= WHOLE_IMAGE_COLS_FLOATS {
+                    // Weights too big to share: one product over the whole image, which gemm
+                    // splits among the threads once, rather than once per narrow band.
+                    band = g.oh;
                 }
+                let mut cols = take_scratch(kk * band * g.ow);
+                with_phases(x, g, false, |rows| {
+                    for oy0 in (0..g.oh).step_by(band) {
+                        let oy1 = (oy0 + band).min(g.oh);
+                        let n = (oy1 - oy0) * g.ow;
+                        let cols = &mut cols[..kk * n];
+                        im2col(rows, g, (oy0, oy1), cols);
+                        matmul(
+                            a,
+                            Mat { data: cols, rows: kk, cols: n, stride: n },
+                            &mut out[oy0 * g.ow..],
+                            plane,
+                        );
+                    }
+                });
                 give_scratch(cols);
             }
         }
         epi.apply(out, plane);
+    }
+
+    /// An im2col conv of one image in bands of output rows, at least one per thread, each band's
+    /// gather, product and epilogue on one thread: one parallel section per conv.
+    fn im2col_bands(
+        &self,
+        weight: &[f32],
+        x: &[f32],
+        g: &ConvGeometry,
+        out: &mut [f32],
+        epi: &Epilogue,
+        threads: usize,
+    ) {
+        let (kk, plane) = (g.rows(), g.oh * g.ow);
+        let a = Mat { data: weight, rows: self.out_ch, cols: kk, stride: kk };
+        let mut band = (BAND_FLOATS / (kk * g.ow)).clamp(1, g.oh).min(g.oh.div_ceil(threads));
+        // A band count that the threads share evenly, where a narrower band gives one.
+        if let Some(even) = (band.div_ceil(2).max(1)..=band).rev().find(|&b| g.oh.div_ceil(b) % threads == 0)
+        {
+            band = even;
+        }
+        let mut bands = bands_of(out, plane, band * g.ow);
+        with_phases(x, g, true, |rows| {
+            for_each_mut(&mut bands, true, |b, parts| {
+                let (oy0, oy1) = (b * band, ((b + 1) * band).min(g.oh));
+                let n = (oy1 - oy0) * g.ow;
+                let mut cols = take_scratch(kk * n);
+                let mut y = take_scratch(self.out_ch * n);
+                im2col(rows, g, (oy0, oy1), &mut cols);
+                matmul_one_thread(a, Mat { data: &cols, rows: kk, cols: n, stride: n }, &mut y, n);
+                for (o, part) in parts.iter_mut().enumerate() {
+                    part.copy_from_slice(&y[o * n..][..n]);
+                    epi.apply_part(o, part, o * plane + oy0 * g.ow);
+                }
+                give_scratch(cols);
+                give_scratch(y);
+            });
+        });
     }
 }
 
@@ -221,6 +310,37 @@ mod tests {
             let diff = (want - got)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
             let tol = (2e-6 * scale).max(1e-4);
             assert!(diff < tol, "case {:?}: diff {diff} (outputs up to {scale})", (c, h, w, oc, k, s, p));
+        }
+        Ok(())
+    }
+
+    /// The bands-on-threads im2col path gives what one band at a time gives, epilogue included,
+    /// whatever the thread count (rayon runs the bands on however many threads it has).
+    #[test]
+    fn im2col_bands_match_one_band_at_a_time() -> Result<()> {
+        let dev = Device::Cpu;
+        for (c, h, w, oc, k, s, p) in
+            [(3, 23, 21, 8, 7, 2, 3), (16, 16, 16, 32, 3, 2, 1), (5, 3, 9, 4, 3, 2, 1)]
+        {
+            let x = Tensor::randn(0f32, 1.0, (1, c, h, w), &dev)?;
+            let wt = Tensor::randn(0f32, 1.0, (oc, c, k, k), &dev)?;
+            let b = Tensor::randn(0f32, 1.0, oc, &dev)?;
+            let conv = PreparedConv::new(&wt, Some(&b), p, s)?;
+            let g = ConvGeometry::new(c, (h, w), k, s, p).expect("valid geometry");
+            let xs = x.flatten_all()?.to_vec1::<f32>()?;
+            let res: Vec<f32> = Tensor::randn(0f32, 1.0, oc * g.oh * g.ow, &dev)?.to_vec1()?;
+            let (bias, Kernel::Im2col(weight)) = (conv.bias.as_deref(), &conv.kernel) else {
+                panic!("im2col")
+            };
+            let epi = Epilogue { bias, residual: Some(&res), relu: true };
+            let mut want = vec![0f32; res.len()];
+            conv.image(&xs, &g, &mut want, &epi);
+            for threads in [2, 3, 64] {
+                let mut got = vec![f32::NAN; res.len()];
+                conv.im2col_bands(weight, &xs, &g, &mut got, &epi, threads);
+                let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(worst < 1e-4, "{threads} threads, case {:?}: off by {worst}", (c, h, w, oc, k, s, p));
+            }
         }
         Ok(())
     }

@@ -22,6 +22,12 @@ pub fn matmul(a: Mat, b: Mat, c: &mut [f32], ldc: usize) {
     gemm_view(a.view(), b.view(), c, ldc, false, true)
 }
 
+/// [`matmul`] on this thread alone, for callers that divide the work among threads themselves.
+pub fn matmul_one_thread(a: Mat, b: Mat, c: &mut [f32], ldc: usize) {
+    assert!(a.cols <= a.stride.max(1) && b.cols <= b.stride.max(1), "strides");
+    gemm_view(a.view(), b.view(), c, ldc, false, false)
+}
+
 /// A matrix view with any row and column strides (a transpose is a view with them swapped).
 #[derive(Clone, Copy)]
 pub struct View<'a> {
@@ -105,7 +111,7 @@ pub fn gemm_view(a: View, b: View, c: &mut [f32], ldc: usize, accumulate: bool, 
 fn parallelism(work: usize) -> gemm::Parallelism {
     let threads = super::free_threads();
     #[cfg(not(target_arch = "wasm32"))]
-    if threads > 1 && work >= 1 << 18 {
+    if threads > 1 && work >= super::PARALLEL_WORK {
         return gemm::Parallelism::Rayon(threads);
     }
     let _ = (threads, work);

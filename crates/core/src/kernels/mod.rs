@@ -27,24 +27,57 @@ pub struct Epilogue<'a> {
 impl Epilogue<'_> {
     /// Applies the epilogue in place to `out` (`[channels, plane]`, one image).
     pub fn apply(&self, out: &mut [f32], plane: usize) {
+        for (o, row) in out.chunks_exact_mut(plane).enumerate() {
+            self.apply_part(o, row, o * plane);
+        }
+    }
+
+    /// Applies it to `part`, the elements of channel `o` from `at` (an index into the whole
+    /// image's output, where the residual is read).
+    pub fn apply_part(&self, o: usize, part: &mut [f32], at: usize) {
         if self.bias.is_none() && self.residual.is_none() && !self.relu {
             return;
         }
-        for (o, row) in out.chunks_exact_mut(plane).enumerate() {
-            let b = self.bias.map_or(0.0, |b| b[o]);
-            match self.residual {
-                Some(r) => {
-                    for (y, &s) in row.iter_mut().zip(&r[o * plane..][..plane]) {
-                        *y += b + s;
-                    }
+        let b = self.bias.map_or(0.0, |b| b[o]);
+        match self.residual {
+            Some(r) => {
+                let len = part.len();
+                for (y, &s) in part.iter_mut().zip(&r[at..][..len]) {
+                    *y += b + s;
                 }
-                None => row.iter_mut().for_each(|y| *y += b),
             }
-            if self.relu {
-                row.iter_mut().for_each(|y| *y = y.max(0.0));
-            }
+            None => part.iter_mut().for_each(|y| *y += b),
+        }
+        if self.relu {
+            part.iter_mut().for_each(|y| *y = y.max(0.0));
         }
     }
+}
+
+/// Below this many multiply-adds a conv runs on one thread: waking a second thread and joining
+/// it costs more than the half it would save (ResNet-20's ~1M-MAC convs split at batch 1 made
+/// 2 threads 1.4× slower than 1, even one parallel section per conv).
+pub(crate) const PARALLEL_WORK: usize = 1 << 22;
+/// Weights up to this many floats (1 MiB) fit in each core's L2, so threads that each take a
+/// part of the output can all read them whole; bigger ones are better split among threads.
+pub(crate) const SHARED_WEIGHT_FLOATS: usize = 1 << 18;
+
+/// `bands[b][o]`: band `b`'s piece of channel `o` of `out` (`[channels, plane]`), the bands
+/// `band` elements each (the last one shorter). Pieces never overlap, so each band can go to
+/// another thread.
+pub(crate) fn bands_of(out: &mut [f32], plane: usize, band: usize) -> Vec<Vec<&mut [f32]>> {
+    if plane == 0 || band == 0 {
+        return vec![];
+    }
+    let channels = out.len() / plane;
+    let mut bands: Vec<Vec<&mut [f32]>> =
+        (0..plane.div_ceil(band)).map(|_| Vec::with_capacity(channels)).collect();
+    for channel in out.chunks_exact_mut(plane) {
+        for (b, piece) in channel.chunks_mut(band).enumerate() {
+            bands[b].push(piece);
+        }
+    }
+    bands
 }
 
 thread_local! {
@@ -81,11 +114,6 @@ pub(crate) fn free_threads() -> usize {
     1
 }
 
-/// Whether splitting `work` (multiply-adds, roughly) among threads pays.
-pub(crate) fn worth_parallel(work: usize) -> bool {
-    free_threads() > 1 && work >= 1 << 17
-}
-
 /// `f(i, chunk)` for the `i`-th `chunk`-sized piece of `data`, on rayon's threads when `parallel`.
 pub(crate) fn for_chunks(
     data: &mut [f32],
@@ -101,6 +129,22 @@ pub(crate) fn for_chunks(
     }
     let _ = parallel;
     data.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+}
+
+/// `f(i, item)` for every item, on rayon's threads when `parallel`.
+pub(crate) fn for_each_mut<T: Send>(
+    items: &mut [T],
+    parallel: bool,
+    f: impl Fn(usize, &mut T) + Sync + Send,
+) {
+    #[cfg(not(target_arch = "wasm32"))]
+    if parallel {
+        use rayon::prelude::*;
+        items.par_iter_mut().enumerate().for_each(|(i, t)| f(i, t));
+        return;
+    }
+    let _ = parallel;
+    items.iter_mut().enumerate().for_each(|(i, t)| f(i, t));
 }
 
 /// Whether the fast kernels can read `t` directly: f32, on the CPU, outside autograd.
