@@ -15,7 +15,7 @@ use super::im2col::{im2col, ConvGeometry};
 use super::winograd::Winograd3x3;
 use super::{
     bands_of, for_chunks, for_each_mut, free_threads, give_scratch, take_scratch, with_slice, Epilogue,
-    PARALLEL_WORK, SHARED_WEIGHT_FLOATS,
+    Threads,
 };
 
 /// The column matrix of a band of output rows is kept to about this many floats (256 KiB), so
@@ -188,20 +188,14 @@ impl PreparedConv {
                 matmul(a, Mat { data: x, rows: g.c, cols: plane, stride: plane }, out, plane);
             }
             Kernel::Im2col(weight) => {
-                let big = self.out_ch * g.rows() * plane >= PARALLEL_WORK;
-                // Bands in parallel while each thread can read the weights whole (see
-                // SHARED_WEIGHT_FLOATS); else one band at a time, gemm splitting the products.
-                let threads = match big && self.out_ch * g.rows() <= SHARED_WEIGHT_FLOATS {
-                    true => free_threads(),
-                    false => 1,
-                };
-                if threads > 1 {
-                    return self.im2col_bands(weight, x, g, out, epi, threads);
-                }
                 let kk = g.rows();
+                let threads = Threads::for_conv(self.out_ch * kk * plane, self.out_ch * kk, free_threads());
+                if let Threads::Parts(n) = threads {
+                    return self.im2col_bands(weight, x, g, out, epi, n);
+                }
                 let a = Mat { data: weight, rows: self.out_ch, cols: kk, stride: kk };
                 let mut band = (BAND_FLOATS / (kk * g.ow)).clamp(1, g.oh);
-                if big && free_threads() > 1 && kk * plane <= WHOLE_IMAGE_COLS_FLOATS {
+                if matches!(threads, Threads::Products(_)) && kk * plane <= WHOLE_IMAGE_COLS_FLOATS {
                     // Weights too big to share: one product over the whole image, which gemm
                     // splits among the threads once, rather than once per narrow band.
                     band = g.oh;

@@ -60,7 +60,29 @@ impl Epilogue<'_> {
 pub(crate) const PARALLEL_WORK: usize = 1 << 22;
 /// Weights up to this many floats (1 MiB) fit in each core's L2, so threads that each take a
 /// part of the output can all read them whole; bigger ones are better split among threads.
-pub(crate) const SHARED_WEIGHT_FLOATS: usize = 1 << 18;
+const SHARED_WEIGHT_FLOATS: usize = 1 << 18;
+
+/// How a conv's work goes to the threads: the one place that decides it for every kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Threads {
+    /// Too little work to be worth a second thread.
+    One,
+    /// Each of these threads takes a part of the output and reads the weights whole.
+    Parts(usize),
+    /// The weights are too big to share: these threads are better spent inside the products.
+    Products(usize),
+}
+
+impl Threads {
+    /// For a conv of `macs` multiply-adds over `weight_floats` of weights, on `free` threads.
+    pub(crate) fn for_conv(macs: usize, weight_floats: usize, free: usize) -> Threads {
+        match (free, weight_floats) {
+            _ if free < 2 || macs < PARALLEL_WORK => Threads::One,
+            (n, w) if w <= SHARED_WEIGHT_FLOATS => Threads::Parts(n),
+            (n, _) => Threads::Products(n),
+        }
+    }
+}
 
 /// `bands[b][o]`: band `b`'s piece of channel `o` of `out` (`[channels, plane]`), the bands
 /// `band` elements each (the last one shorter). Pieces never overlap, so each band can go to
@@ -121,14 +143,8 @@ pub(crate) fn for_chunks(
     parallel: bool,
     f: impl Fn(usize, &mut [f32]) + Sync + Send,
 ) {
-    #[cfg(not(target_arch = "wasm32"))]
-    if parallel {
-        use rayon::prelude::*;
-        data.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
-        return;
-    }
-    let _ = parallel;
-    data.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    let mut chunks: Vec<&mut [f32]> = data.chunks_mut(chunk).collect();
+    for_each_mut(&mut chunks, parallel, |i, c| f(i, c));
 }
 
 /// `f(i, item)` for every item, on rayon's threads when `parallel`.
@@ -226,4 +242,27 @@ fn pair(
 ) -> Result<(Tensor, Option<Tensor>)> {
     let relu = relu.map(|r| Tensor::from_vec(r, shape.clone(), device)).transpose()?;
     Ok((Tensor::from_vec(out, shape, device)?, relu))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_go_where_the_work_and_weights_allow() {
+        let big = PARALLEL_WORK;
+        assert_eq!(Threads::for_conv(big - 1, 1, 2), Threads::One, "too little work");
+        assert_eq!(Threads::for_conv(big, 1, 1), Threads::One, "one thread free");
+        assert_eq!(Threads::for_conv(big, SHARED_WEIGHT_FLOATS, 2), Threads::Parts(2));
+        assert_eq!(Threads::for_conv(big, SHARED_WEIGHT_FLOATS + 1, 4), Threads::Products(4));
+    }
+
+    #[test]
+    fn chunks_and_items_are_visited_once_in_order_either_way() {
+        for parallel in [false, true] {
+            let mut data: Vec<f32> = vec![0.0; 10];
+            for_chunks(&mut data, 4, parallel, |i, c| c.iter_mut().for_each(|v| *v += i as f32 + 1.0));
+            assert_eq!(data, [1., 1., 1., 1., 2., 2., 2., 2., 3., 3.]);
+        }
+    }
 }

@@ -11,8 +11,7 @@
 use super::gemm::{matmul_one_thread, Mat};
 use super::simd::F32x4;
 use super::{
-    bands_of, for_chunks, for_each_mut, free_threads, give_scratch, take_scratch, Epilogue, PARALLEL_WORK,
-    SHARED_WEIGHT_FLOATS,
+    bands_of, for_chunks, for_each_mut, free_threads, give_scratch, take_scratch, Epilogue, Threads,
 };
 
 /// A 3×3 kernel's weights, transformed once: `u[ξ][out][in]`, ξ = 4·row + col of the 4×4 tile.
@@ -249,14 +248,13 @@ impl Split {
     /// The division for a conv of this size on `threads` free threads.
     pub(crate) fn for_layer(out_ch: usize, in_ch: usize, h: usize, w: usize, threads: usize) -> Split {
         let (th, tiles) = (h.div_ceil(2), h.div_ceil(2) * w.div_ceil(2));
-        if threads < 2 || 16 * out_ch * in_ch * tiles < PARALLEL_WORK {
-            return Split::Serial;
-        }
-        let u_fits = 16 * out_ch * in_ch <= SHARED_WEIGHT_FLOATS;
-        if th >= threads && (u_fits || tiles / threads >= MIN_BLOCK_TILES) {
-            Split::Blocks(threads)
-        } else {
-            Split::Within
+        let u = 16 * out_ch * in_ch;
+        match Threads::for_conv(u * tiles, u, threads) {
+            Threads::One => Split::Serial,
+            Threads::Parts(n) if th >= n => Split::Blocks(n),
+            // Blocks big enough that reading U once per block costs little beside them.
+            Threads::Products(n) if th >= n && tiles / n >= MIN_BLOCK_TILES => Split::Blocks(n),
+            _ => Split::Within,
         }
     }
 }
