@@ -42,6 +42,10 @@ pub struct Entry {
     /// The run's snapshot folder (`epoch-NNN.safetensors`, 0..=epochs), for a model trained here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshots: Option<String>,
+    /// One of the runs of the "Why residual?" chart (`scripts/train-figure6`: one schedule for
+    /// all, one run per architecture). Longer runs of the same nets ship beside them, outside it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub figure6: bool,
 }
 
 impl Entry {
@@ -111,8 +115,13 @@ impl Manifest {
         self.models.iter().find(|e| e.file == file)
     }
 
-    /// The runs trained here with their metrics: the curves of the "Why residual?" chart.
+    /// The runs trained here with their metrics: what the replay offers.
     pub fn runs(&self) -> impl Iterator<Item = &Entry> {
         self.models.iter().filter(|e| e.is_ours() && e.metrics.is_some())
+    }
+
+    /// The runs of the "Why residual?" chart, trained with one schedule.
+    pub fn figure6_runs(&self) -> impl Iterator<Item = &Entry> {
+        self.runs().filter(|e| e.figure6)
     }
 }

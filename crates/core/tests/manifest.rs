@@ -64,3 +64,46 @@ fn each_architecture_defaults_to_its_most_accurate_file() {
         assert_eq!(m.for_arch(&e.arch).next(), Some(d));
     }
 }
+
+#[test]
+fn the_figure6_runs_share_one_schedule_one_run_per_architecture() {
+    let m = manifest();
+    let schedule = |command: &str| {
+        // The command without what differs by design: the net and its run directory.
+        let mut words = command.split_whitespace();
+        let mut kept = Vec::new();
+        while let Some(w) = words.next() {
+            match w {
+                "--arch" | "--out" => drop(words.next()),
+                w => kept.push(w.to_string()),
+            }
+        }
+        kept
+    };
+    let runs: Vec<_> = m.figure6_runs().collect();
+    let Some(first) = runs.first() else { return };
+    for (i, e) in runs.iter().enumerate() {
+        let (Source::Ours { command, .. }, Source::Ours { command: first_command, .. }) =
+            (&e.source, &first.source)
+        else {
+            unreachable!("runs() are ours")
+        };
+        assert_eq!(
+            schedule(command),
+            schedule(first_command),
+            "{}: another schedule than {}",
+            e.file,
+            first.file
+        );
+        assert!(
+            runs[..i].iter().all(|o| o.arch != e.arch),
+            "{}: a second Figure 6 run of {}",
+            e.file,
+            e.arch
+        );
+    }
+    // A longer run of one of its nets is offered, outside the chart.
+    for e in m.runs().filter(|e| !e.figure6) {
+        assert!(runs.iter().any(|f| f.arch == e.arch), "{}: no Figure 6 run of {}", e.file, e.arch);
+    }
+}

@@ -505,7 +505,7 @@ impl App {
 
     /// Fetches the metrics of every shipped run for the chart (a few kilobytes each).
     fn fetch_curves(&mut self) {
-        for entry in manifest().runs() {
+        for entry in manifest().figure6_runs() {
             let (Some(url), link) = (entry.metrics.as_deref(), self.link.clone()) else { continue };
             wasm_bindgen_futures::spawn_local(async move {
                 let result = match fetch_bytes(url, 1e6).await {
@@ -1631,7 +1631,7 @@ impl Component for App {
                 <Diagram graph={m.graph.clone()} summary={m.summary.clone()} selected={self.selected} on_select={on.show_layer.clone()} result={self.result.clone()} />
                 <Degradation runs={self.curves.clone()} current={m.weights.map(|w| AttrValue::from(w.file.clone()))}
                     cursor={self.replay.run.as_ref().and_then(|r| match r {
-                        ReplayRun::Shipped(e) => Some((e.arch.as_str(), *self.replay.epochs.get(self.replay.at)?)),
+                        ReplayRun::Shipped(e) => Some((e.file.as_str(), *self.replay.epochs.get(self.replay.at)?)),
                         ReplayRun::Yours { .. } => None,
                     })}
                     on_pick={on.pick_run.clone()} error={self.curves_error.clone()} />

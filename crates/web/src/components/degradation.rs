@@ -22,7 +22,8 @@ pub struct Props {
     pub runs: Vec<RunCurve>,
     /// The weights file the explorer runs: its curves are marked.
     pub current: Option<AttrValue>,
-    /// The replay's run and epoch: a cursor on that run's plot.
+    /// The replay's run (its weights file) and epoch: a cursor on that run's plot, where the
+    /// chart draws it.
     pub cursor: Option<(&'static str, usize)>,
     /// A curve clicked: load its weights file.
     pub on_pick: Callback<&'static str>,
@@ -128,7 +129,7 @@ pub fn degradation(p: &Props) -> Html {
                     <text class="axis-label" x={((x0 + x1) / 2.0).to_string()} y={(H - 3.0).to_string()} text-anchor="middle">{ "epoch" }</text>
                     <text class="axis-label" x="10" y={((y0 + y1) / 2.0).to_string()} text-anchor="middle"
                         transform={format!("rotate(-90 10 {})", (y0 + y1) / 2.0)}>{ "error %" }</text>
-                    { for p.cursor.filter(|(arch, _)| runs.iter().any(|r| r.entry.arch == *arch)).map(|(_, e)| html! {
+                    { for p.cursor.filter(|(file, _)| runs.iter().any(|r| r.entry.file == *file)).map(|(_, e)| html! {
                         <line class="cursor" data-testid="replay-cursor" x1={x_of(e as f64).to_string()} x2={x_of(e as f64).to_string()}
                             y1={y0.to_string()} y2={y1.to_string()} />
                     }) }
