@@ -1,5 +1,8 @@
 //! Four f32 lanes: wasm32 simd128 in the browser, SSE on x86_64, a plain array elsewhere. The
-//! hand-vectorised kernels are written once against this type.
+//! hand-vectorised kernels are written once against this type, or against [`Lanes`] where a
+//! kernel also runs 8 (AVX2) or 16 (AVX-512) lanes wide on an x86_64 that has them: the kernel
+//! is generic and `#[inline(always)]`, and [`Width::run`] calls it from a function compiled for
+//! the wider instructions once the CPU has been seen to have them.
 
 #[cfg(target_arch = "wasm32")]
 mod imp {
@@ -223,9 +226,300 @@ mod imp {
 
 pub use imp::F32x4;
 
+/// What a kernel written for any lane count needs of its vector type.
+pub trait Lanes: Copy + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> {
+    /// Lanes (f32s) a vector holds.
+    const N: usize;
+    /// The first `N` elements of `s`.
+    fn load(s: &[f32]) -> Self;
+    fn store(self, s: &mut [f32]);
+    fn splat(v: f32) -> Self;
+    fn relu(self) -> Self;
+    /// The even elements of `a ++ b`.
+    fn evens(a: Self, b: Self) -> Self;
+    /// The odd elements of `a ++ b`.
+    fn odds(a: Self, b: Self) -> Self;
+    /// The first half of `a` and `b` interleaved: `[a0, b0, a1, b1, …]`.
+    fn zip_lo(a: Self, b: Self) -> Self;
+    /// The second half of `a` and `b` interleaved.
+    fn zip_hi(a: Self, b: Self) -> Self;
+}
+
+impl Lanes for F32x4 {
+    const N: usize = 4;
+    #[inline(always)]
+    fn load(s: &[f32]) -> Self {
+        F32x4::load(s)
+    }
+    #[inline(always)]
+    fn store(self, s: &mut [f32]) {
+        F32x4::store(self, s)
+    }
+    #[inline(always)]
+    fn splat(v: f32) -> Self {
+        F32x4::splat(v)
+    }
+    #[inline(always)]
+    fn relu(self) -> Self {
+        F32x4::relu(self)
+    }
+    #[inline(always)]
+    fn evens(a: Self, b: Self) -> Self {
+        F32x4::evens(a, b)
+    }
+    #[inline(always)]
+    fn odds(a: Self, b: Self) -> Self {
+        F32x4::odds(a, b)
+    }
+    #[inline(always)]
+    fn zip_lo(a: Self, b: Self) -> Self {
+        F32x4::zip_lo(a, b)
+    }
+    #[inline(always)]
+    fn zip_hi(a: Self, b: Self) -> Self {
+        F32x4::zip_hi(a, b)
+    }
+}
+
+/// How many lanes a [`Lanes`] kernel runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Width {
+    W4,
+    /// AVX2 + FMA.
+    W8,
+    /// AVX-512F.
+    W16,
+}
+
+impl Width {
+    /// The widest this CPU runs (std caches the feature test).
+    pub fn widest() -> Width {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return Width::W16;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Width::W8;
+            }
+        }
+        Width::W4
+    }
+
+    /// Every width this CPU runs, narrowest first (the tests run a kernel at each).
+    pub fn available() -> Vec<Width> {
+        [Width::W4, Width::W8, Width::W16].into_iter().filter(|w| *w <= Width::widest()).collect()
+    }
+
+    pub fn lanes(self) -> usize {
+        match self {
+            Width::W4 => 4,
+            Width::W8 => 8,
+            Width::W16 => 16,
+        }
+    }
+
+    /// The widest available width that `items` (elements of a row) fill more than half of, so
+    /// a short row does not pay for lanes it leaves empty.
+    pub fn for_items(items: usize) -> Width {
+        let limit = Width::widest().min(LIMIT.with(|l| l.get()));
+        let mut w = Width::W4;
+        for wider in [Width::W8, Width::W16] {
+            if wider <= limit && 2 * items > wider.lanes() {
+                w = wider;
+            }
+        }
+        w
+    }
+
+    /// Runs `kernel` with this width's vector type, compiled for its instructions.
+    #[inline(always)]
+    pub fn run<K: Kernel>(self, kernel: K) -> K::Output {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Width::W16 if Width::widest() >= Width::W16 => {
+                // SAFETY: the CPU has AVX-512F (checked just above).
+                unsafe { wide::avx512(kernel) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Width::W8 if Width::widest() >= Width::W8 => {
+                // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                unsafe { wide::avx2(kernel) }
+            }
+            _ => kernel.run::<F32x4>(),
+        }
+    }
+}
+
+thread_local! {
+    /// The widest [`Width::for_items`] picks on this thread: tests lower it to run every width.
+    static LIMIT: std::cell::Cell<Width> = const { std::cell::Cell::new(Width::W16) };
+}
+
+/// Runs `f` with kernels on this thread no wider than `limit` (kernels that split their work
+/// among threads run it on this one at a limit; the tests of every width do).
+pub fn with_width_limit<R>(limit: Width, f: impl FnOnce() -> R) -> R {
+    let before = LIMIT.with(|l| l.replace(limit));
+    let out = f();
+    LIMIT.with(|l| l.set(before));
+    out
+}
+
+/// A kernel generic over its vector type (a closure cannot be generic, so a struct holds its
+/// arguments); `run` is `#[inline(always)]` so that it is compiled with the caller's features.
+pub trait Kernel {
+    type Output;
+    fn run<S: Lanes>(self) -> Self::Output;
+}
+
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    use super::{Kernel, Lanes};
+    use core::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2<K: Kernel>(kernel: K) -> K::Output {
+        kernel.run::<F32x8>()
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn avx512<K: Kernel>(kernel: K) -> K::Output {
+        kernel.run::<F32x16>()
+    }
+
+    /// Eight lanes; only ever used inside [`avx2`], so the CPU has AVX2 and FMA.
+    #[derive(Clone, Copy)]
+    pub struct F32x8(__m256);
+
+    /// Sixteen lanes; only ever used inside [`avx512`], so the CPU has AVX-512F.
+    #[derive(Clone, Copy)]
+    pub struct F32x16(__m512);
+
+    // SAFETY (every `unsafe` below): these types exist only inside `avx2` / `avx512`, which are
+    // entered after the CPU was seen to have the features; loads and stores go through slices of
+    // at least N elements (unaligned access is allowed).
+    impl std::ops::Add for F32x8 {
+        type Output = Self;
+        #[inline(always)]
+        fn add(self, o: Self) -> Self {
+            F32x8(unsafe { _mm256_add_ps(self.0, o.0) })
+        }
+    }
+    impl std::ops::Sub for F32x8 {
+        type Output = Self;
+        #[inline(always)]
+        fn sub(self, o: Self) -> Self {
+            F32x8(unsafe { _mm256_sub_ps(self.0, o.0) })
+        }
+    }
+    impl Lanes for F32x8 {
+        const N: usize = 8;
+        #[inline(always)]
+        fn load(s: &[f32]) -> Self {
+            F32x8(unsafe { _mm256_loadu_ps(s[..8].as_ptr()) })
+        }
+        #[inline(always)]
+        fn store(self, s: &mut [f32]) {
+            unsafe { _mm256_storeu_ps(s[..8].as_mut_ptr(), self.0) }
+        }
+        #[inline(always)]
+        fn splat(v: f32) -> Self {
+            F32x8(unsafe { _mm256_set1_ps(v) })
+        }
+        #[inline(always)]
+        fn relu(self) -> Self {
+            F32x8(unsafe { _mm256_max_ps(self.0, _mm256_setzero_ps()) })
+        }
+        // shuffle_ps works within 128-bit halves: [a0 a2 b0 b2 | a4 a6 b4 b6]; the 64-bit
+        // permute puts the pairs in order.
+        #[inline(always)]
+        fn evens(a: Self, b: Self) -> Self {
+            F32x8(unsafe {
+                let s = _mm256_shuffle_ps::<0b10_00_10_00>(a.0, b.0);
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(s)))
+            })
+        }
+        #[inline(always)]
+        fn odds(a: Self, b: Self) -> Self {
+            F32x8(unsafe {
+                let s = _mm256_shuffle_ps::<0b11_01_11_01>(a.0, b.0);
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(s)))
+            })
+        }
+        // unpack works within halves too: lo = [a0 b0 a1 b1 | a4 b4 a5 b5], hi = [a2 b2 a3 b3 | …].
+        #[inline(always)]
+        fn zip_lo(a: Self, b: Self) -> Self {
+            F32x8(unsafe {
+                _mm256_permute2f128_ps::<0x20>(_mm256_unpacklo_ps(a.0, b.0), _mm256_unpackhi_ps(a.0, b.0))
+            })
+        }
+        #[inline(always)]
+        fn zip_hi(a: Self, b: Self) -> Self {
+            F32x8(unsafe {
+                _mm256_permute2f128_ps::<0x31>(_mm256_unpacklo_ps(a.0, b.0), _mm256_unpackhi_ps(a.0, b.0))
+            })
+        }
+    }
+
+    impl std::ops::Add for F32x16 {
+        type Output = Self;
+        #[inline(always)]
+        fn add(self, o: Self) -> Self {
+            F32x16(unsafe { _mm512_add_ps(self.0, o.0) })
+        }
+    }
+    impl std::ops::Sub for F32x16 {
+        type Output = Self;
+        #[inline(always)]
+        fn sub(self, o: Self) -> Self {
+            F32x16(unsafe { _mm512_sub_ps(self.0, o.0) })
+        }
+    }
+    /// `permutex2var` indices: `i < 16` picks `a[i]`, `16 + i` picks `b[i]`.
+    #[inline(always)]
+    fn pick(a: __m512, idx: [i32; 16], b: __m512) -> __m512 {
+        unsafe { _mm512_permutex2var_ps(a, _mm512_loadu_si512(idx.as_ptr().cast()), b) }
+    }
+    impl Lanes for F32x16 {
+        const N: usize = 16;
+        #[inline(always)]
+        fn load(s: &[f32]) -> Self {
+            F32x16(unsafe { _mm512_loadu_ps(s[..16].as_ptr()) })
+        }
+        #[inline(always)]
+        fn store(self, s: &mut [f32]) {
+            unsafe { _mm512_storeu_ps(s[..16].as_mut_ptr(), self.0) }
+        }
+        #[inline(always)]
+        fn splat(v: f32) -> Self {
+            F32x16(unsafe { _mm512_set1_ps(v) })
+        }
+        #[inline(always)]
+        fn relu(self) -> Self {
+            F32x16(unsafe { _mm512_max_ps(self.0, _mm512_setzero_ps()) })
+        }
+        #[inline(always)]
+        fn evens(a: Self, b: Self) -> Self {
+            F32x16(pick(a.0, std::array::from_fn(|i| 2 * i as i32), b.0))
+        }
+        #[inline(always)]
+        fn odds(a: Self, b: Self) -> Self {
+            F32x16(pick(a.0, std::array::from_fn(|i| 2 * i as i32 + 1), b.0))
+        }
+        #[inline(always)]
+        fn zip_lo(a: Self, b: Self) -> Self {
+            F32x16(pick(a.0, std::array::from_fn(|i| (i / 2 + 16 * (i % 2)) as i32), b.0))
+        }
+        #[inline(always)]
+        fn zip_hi(a: Self, b: Self) -> Self {
+            F32x16(pick(a.0, std::array::from_fn(|i| (8 + i / 2 + 16 * (i % 2)) as i32), b.0))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::F32x4;
+    use super::{F32x4, Kernel, Lanes, Width};
 
     #[test]
     fn lanes() {
@@ -239,5 +533,43 @@ mod tests {
         let mut out = [0f32; 5];
         b.store(&mut out[1..]);
         assert_eq!(out, [0., 4., 5., 6., 7.]);
+    }
+
+    /// Each width's shuffles against their definitions, at every width this CPU has.
+    #[test]
+    fn every_width_shuffles_as_defined() {
+        struct Check;
+        impl Kernel for Check {
+            type Output = ();
+            #[inline(always)]
+            fn run<S: Lanes>(self) {
+                let n = S::N;
+                let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
+                let b: Vec<f32> = (0..n).map(|i| (n + i) as f32).collect();
+                let (va, vb) = (S::load(&a), S::load(&b));
+                let got = |v: S| {
+                    let mut out = vec![0f32; n];
+                    v.store(&mut out);
+                    out
+                };
+                let ab: Vec<f32> = a.iter().chain(&b).copied().collect();
+                assert_eq!(
+                    got(S::evens(va, vb)),
+                    ab.iter().step_by(2).copied().collect::<Vec<_>>(),
+                    "{n} evens"
+                );
+                assert_eq!(got(S::odds(va, vb)), ab.iter().skip(1).step_by(2).copied().collect::<Vec<_>>());
+                let zipped: Vec<f32> = a.iter().zip(&b).flat_map(|(x, y)| [*x, *y]).collect();
+                assert_eq!(got(S::zip_lo(va, vb)), zipped[..n], "{n} zip_lo");
+                assert_eq!(got(S::zip_hi(va, vb)), zipped[n..], "{n} zip_hi");
+                let relu = got((va - vb + S::splat(3.0)).relu());
+                assert_eq!(relu, vec![if (n as f32) < 3.0 { 3.0 - n as f32 } else { 0.0 }; n]);
+            }
+        }
+        for w in Width::available() {
+            w.run(Check);
+        }
+        assert_eq!(Width::for_items(4), Width::W4);
+        assert!(Width::for_items(16) == Width::widest());
     }
 }

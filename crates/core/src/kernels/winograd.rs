@@ -8,8 +8,8 @@
 //! stay in cache between the transforms and the products. F(2×2, 3×3)'s transforms only add,
 //! subtract and halve: its results stay within ~1e-6 (relative) of direct convolution.
 
-use super::gemm::{matmul_one_thread, Mat};
-use super::simd::F32x4;
+use super::gemm::{gemm_view, matmul_one_thread, Mat, View};
+use super::simd::{Kernel, Lanes, Width};
 use super::{
     bands_of, for_chunks, for_each_mut, free_threads, give_scratch, take_scratch, Epilogue, Threads,
 };
@@ -26,6 +26,8 @@ pub struct Winograd3x3 {
 const BLOCK_FLOATS: usize = 64 * 1024;
 /// ...but at least this many tiles, so that each product is wide enough for gemm to run well.
 const MIN_BLOCK_TILES: usize = 64;
+/// Columns of `V` and `M` past a block's last tile: the widest vector's spare lanes.
+const SPARE: usize = 16;
 
 impl Winograd3x3 {
     /// `weight`: `[out_ch, in_ch, 3, 3]`, row-major.
@@ -90,7 +92,7 @@ impl Winograd3x3 {
             return;
         }
         let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
-        let mut rows_per_block = ((BLOCK_FLOATS / (16 * ic.max(oc))).max(MIN_BLOCK_TILES) / tw).clamp(1, th);
+        let mut rows_per_block = (block_tiles(ic.max(oc)) / tw).clamp(1, th);
         if let Split::Blocks(threads) = split {
             // At least one block per thread.
             rows_per_block = rows_per_block.min(th.div_ceil(threads));
@@ -99,44 +101,210 @@ impl Winograd3x3 {
         let inner = split == Split::Within;
         for_each_mut(&mut pieces, matches!(split, Split::Blocks(_)), |b, planes| {
             let ty0 = b * rows_per_block;
-            self.block(x, (h, w), (ty0, rows_per_block.min(th - ty0)), planes, epi, inner);
+            let rows = [Rows { image: 0, ty0, rows: rows_per_block.min(th - ty0) }];
+            self.block(x, (h, w), &rows, planes, epi, false, inner);
         });
     }
 
-    /// Tile rows `ty0..ty0 + rows` of one image: the input transform, the 16 products, the
-    /// output transform into `planes` (each output plane's rows from `2·ty0`). `par` splits each
-    /// of the three among threads: channels, products and output planes.
+    /// `n` images on this thread (the training plan's shards): `x` `[n, in_ch, h, w]` → `out`
+    /// `[n, out_ch, h, w]` with the epilogue (its residual shaped like `out`), or added to `out`
+    /// with `accumulate`. Small planes go several whole images to a block, so the 16 products
+    /// are as wide as a block allows, not one 8×8 image's 16 tiles.
+    pub fn forward_images(
+        &self,
+        x: &[f32],
+        n: usize,
+        (h, w): (usize, usize),
+        out: &mut [f32],
+        epi: &Epilogue,
+        accumulate: bool,
+    ) {
+        let (oc, ic, hw) = (self.out_ch, self.in_ch, h * w);
+        assert_eq!(x.len(), n * ic * hw, "input shape");
+        assert_eq!(out.len(), n * oc * hw, "output shape");
+        assert!(epi.bias.is_none_or(|b| b.len() == oc) && epi.residual.is_none_or(|r| r.len() == out.len()));
+        for rows in batch_blocks(n, (h, w), ic.max(oc)) {
+            let mut planes = block_planes(out, &rows, oc, (h, w));
+            self.block(x, (h, w), &rows, &mut planes, epi, accumulate, false);
+        }
+    }
+
+    /// The tiles of `rows` (whole tile rows of images of `x`, `[n, in_ch, h, w]`): the input
+    /// transform, the 16 products, the output transform into `planes` (`planes[k·out_ch + o]`:
+    /// channel `o` of `rows[k]`'s image, from output row `2·ty0`). `par` splits each of the
+    /// three among threads: channels, products and output planes.
+    #[allow(clippy::too_many_arguments)]
     fn block(
         &self,
         x: &[f32],
         (h, w): (usize, usize),
-        (ty0, rows): (usize, usize),
+        rows: &[Rows],
         planes: &mut [&mut [f32]],
         epi: &Epilogue,
+        accumulate: bool,
         par: bool,
     ) {
         let (oc, ic) = (self.out_ch, self.in_ch);
         let tw = w.div_ceil(2);
-        let tw4 = tw.next_multiple_of(4);
-        let nt = rows * tw;
-        // Row stride of V and M: the block's tiles, plus room for the spare lanes of its last group.
-        let bs = nt + 4;
+        let nt = rows.iter().map(|r| r.rows).sum::<usize>() * tw;
+        let bs = nt + SPARE;
         // V: `[in_ch][16][bs]`, M: `[16][out_ch][bs]`. Every element of V that gemm reads is
         // written first; M's spare columns feed only spare lanes, which are never stored:
         // neither needs zeroing.
         let mut v = take_scratch(16 * ic * bs);
         let mut m = take_scratch(16 * oc * bs);
+        input_transform(x, ic, (h, w), rows, &mut v, bs, par);
+        let vs = &v;
+        for_chunks(&mut m, oc * bs, par, |xi, mc| {
+            matmul_one_thread(
+                Mat { data: &self.u[xi * oc * ic..][..oc * ic], rows: oc, cols: ic, stride: ic },
+                Mat { data: &vs[xi * bs..], rows: ic, cols: nt, stride: 16 * bs },
+                mc,
+                bs,
+            );
+        });
+        let (ms, width) = (&m, Width::for_items(tw));
+        let first_tile = first_tiles(rows, tw);
+        for_each_mut(planes, par, |piece, dst| {
+            let (seg, o) = (rows[piece / oc], piece % oc);
+            let residual =
+                epi.residual.map(|r| &r[(seg.image * oc + o) * h * w + 2 * seg.ty0 * w..][..dst.len()]);
+            width.run(OutputPlane {
+                m: ms,
+                out_ch: oc,
+                bs,
+                o,
+                first: first_tile[piece / oc],
+                rows: seg.rows,
+                w,
+                bias: epi.bias.map_or(0.0, |b| b[o]),
+                residual,
+                relu: epi.relu,
+                accumulate,
+                dst,
+            })
+        });
+        give_scratch(v);
+        give_scratch(m);
+    }
+}
+
+/// Whole tile rows `ty0..ty0 + rows` of one image of a batch: a block's tiles are one or more
+/// of these, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Rows {
+    image: usize,
+    ty0: usize,
+    rows: usize,
+}
+
+/// Tiles a block of this many channels (the larger of in and out) takes: `V` and `M` in about
+/// [`BLOCK_FLOATS`] each, at least [`MIN_BLOCK_TILES`].
+fn block_tiles(channels: usize) -> usize {
+    (BLOCK_FLOATS / (16 * channels.max(1))).max(MIN_BLOCK_TILES)
+}
+
+/// The blocks of `n` images: several whole images a block while one image has fewer tiles than
+/// a block takes (CIFAR's 8×8 planes: 16 tiles each), blocks of tile rows of one image otherwise.
+fn batch_blocks(n: usize, (h, w): (usize, usize), channels: usize) -> Vec<Vec<Rows>> {
+    let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
+    if th * tw == 0 {
+        return vec![];
+    }
+    let want = block_tiles(channels);
+    if th * tw >= want {
+        let per = (want / tw).clamp(1, th);
+        return (0..n)
+            .flat_map(|image| {
+                (0..th).step_by(per).map(move |ty0| vec![Rows { image, ty0, rows: per.min(th - ty0) }])
+            })
+            .collect();
+    }
+    let per = want / (th * tw);
+    (0..n)
+        .step_by(per)
+        .map(|i0| (i0..(i0 + per).min(n)).map(|image| Rows { image, ty0: 0, rows: th }).collect())
+        .collect()
+}
+
+/// The first column (tile) of each of `rows` in a block's `V` and `M`.
+fn first_tiles(rows: &[Rows], tw: usize) -> Vec<usize> {
+    rows.iter()
+        .scan(0, |at, r| {
+            let first = *at;
+            *at += r.rows * tw;
+            Some(first)
+        })
+        .collect()
+}
+
+/// The pieces of `out` (`[n, channels, h, w]`) that a block of [`batch_blocks`] writes: for each
+/// of its images (one `Rows` each, consecutive), each channel's rows from `2·ty0`.
+fn block_planes<'a>(
+    out: &'a mut [f32],
+    rows: &[Rows],
+    channels: usize,
+    (h, w): (usize, usize),
+) -> Vec<&'a mut [f32]> {
+    let (hw, first) = (h * w, rows[0].image);
+    let images = &mut out[first * channels * hw..(first + rows.len()) * channels * hw];
+    let mut planes = Vec::with_capacity(rows.len() * channels);
+    for (seg, image) in rows.iter().zip(images.chunks_exact_mut(channels * hw)) {
+        debug_assert_eq!(seg.image, first + planes.len() / channels, "one Rows per image, in order");
+        for plane in image.chunks_exact_mut(hw) {
+            planes.push(&mut plane[2 * seg.ty0 * w..(2 * (seg.ty0 + seg.rows)).min(h) * w]);
+        }
+    }
+    planes
+}
+
+/// `V = Bᵀ d B` of every 4×4 input tile (stride 2, padding 1) of `rows` of `x` (`[n, channels,
+/// h, w]`) into `v` (`[channels][16][bs]`, the block's tiles in order along each row).
+fn input_transform(
+    x: &[f32],
+    channels: usize,
+    (h, w): (usize, usize),
+    rows: &[Rows],
+    v: &mut [f32],
+    bs: usize,
+    par: bool,
+) {
+    let tw = w.div_ceil(2);
+    let (first_tile, width) = (first_tiles(rows, tw), Width::for_items(tw));
+    for_chunks(&mut v[..channels * 16 * bs], 16 * bs, par, |ci, vc| {
+        let planes = rows.iter().map(|seg| &x[(seg.image * channels + ci) * h * w..][..h * w]);
+        width.run(InputChannel { planes, rows, first_tile: &first_tile, h, w, v: vc, bs })
+    });
+}
+
+/// [`input_transform`] of one channel: `v` is its `[16][bs]`.
+struct InputChannel<'a, P> {
+    /// The channel's plane in each of `rows`' images.
+    planes: P,
+    rows: &'a [Rows],
+    first_tile: &'a [usize],
+    h: usize,
+    w: usize,
+    v: &'a mut [f32],
+    bs: usize,
+}
+
+impl<'a, P: Iterator<Item = &'a [f32]>> Kernel for InputChannel<'a, P> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Lanes>(self) {
+        let InputChannel { planes, rows, first_tile, h, w, v, bs } = self;
+        let tw = w.div_ceil(2);
         // Bᵀ d of one tile row, 4 rows of padded width: column 0 is the left padding, and
         // everything right of the plane stays zero (the right padding and spare lanes).
-        let pw = 2 * tw4 + 4;
-        for_chunks(&mut v, 16 * bs, par, |ci, vc| {
-            let mut scratch = take_scratch(4 * pw + w);
-            scratch.fill(0.0);
-            let (t, zeros) = scratch.split_at_mut(4 * pw);
-            let zeros = &*zeros;
-            let plane = &x[ci * h * w..][..h * w];
-            for r in 0..rows {
-                let row = |k: usize| match (2 * (ty0 + r) + k).checked_sub(1) {
+        let pw = 2 * tw.next_multiple_of(S::N) + S::N;
+        let mut scratch = take_scratch(4 * pw + w);
+        scratch.fill(0.0);
+        let (t, zeros) = scratch.split_at_mut(4 * pw);
+        let zeros = &*zeros;
+        for ((seg, &first), plane) in rows.iter().zip(first_tile).zip(planes) {
+            for r in 0..seg.rows {
+                let row = |k: usize| match (2 * (seg.ty0 + r) + k).checked_sub(1) {
                     Some(y) if y < h => &plane[y * w..][..w],
                     _ => zeros,
                 };
@@ -152,82 +320,217 @@ impl Winograd3x3 {
                     t2[c] = c2 - b;
                     t3[c] = b - d;
                 }
+                // A group of N tiles may write up to N − 1 lanes past the row's last tile: into
+                // the next row's first tiles, written after, or the spare columns of the last row.
                 for (i, ti) in t.chunks_exact(pw).enumerate() {
-                    for tx in (0..tw).step_by(4) {
-                        let (a, b) = (F32x4::load(&ti[2 * tx..]), F32x4::load(&ti[2 * tx + 4..]));
-                        let (c, d) = (F32x4::load(&ti[2 * tx + 2..]), F32x4::load(&ti[2 * tx + 6..]));
-                        let (e0, e1) = (F32x4::evens(a, b), F32x4::odds(a, b));
-                        let (e2, e3) = (F32x4::evens(c, d), F32x4::odds(c, d));
-                        let at = |s: usize| (i * 4 + s) * bs + r * tw + tx;
-                        (e0 - e2).store(&mut vc[at(0)..]);
-                        (e1 + e2).store(&mut vc[at(1)..]);
-                        (e2 - e1).store(&mut vc[at(2)..]);
-                        (e1 - e3).store(&mut vc[at(3)..]);
+                    for tx in (0..tw).step_by(S::N) {
+                        let (a, b) = (S::load(&ti[2 * tx..]), S::load(&ti[2 * tx + S::N..]));
+                        let (c, d) = (S::load(&ti[2 * tx + 2..]), S::load(&ti[2 * tx + S::N + 2..]));
+                        let (e0, e1) = (S::evens(a, b), S::odds(a, b));
+                        let (e2, e3) = (S::evens(c, d), S::odds(c, d));
+                        let at = |s: usize| (i * 4 + s) * bs + first + r * tw + tx;
+                        (e0 - e2).store(&mut v[at(0)..]);
+                        (e1 + e2).store(&mut v[at(1)..]);
+                        (e2 - e1).store(&mut v[at(2)..]);
+                        (e1 - e3).store(&mut v[at(3)..]);
                     }
                 }
             }
-            give_scratch(scratch);
-        });
-        let vs = &v;
-        for_chunks(&mut m, oc * bs, par, |xi, mc| {
-            matmul_one_thread(
-                Mat { data: &self.u[xi * oc * ic..][..oc * ic], rows: oc, cols: ic, stride: ic },
-                Mat { data: &vs[xi * bs..], rows: ic, cols: nt, stride: 16 * bs },
-                mc,
-                bs,
-            );
-        });
-        let ms = &m;
-        for_each_mut(planes, par, |o, dst| {
-            let bias = F32x4::splat(epi.bias.map_or(0.0, |b| b[o]));
-            let res = epi.residual.map(|r| &r[o * h * w + 2 * ty0 * w..][..dst.len()]);
-            // Output rows of this block (the last block of an odd-height plane has one fewer).
-            let out_rows = dst.len() / w;
-            for r in 0..rows {
-                for tx in (0..tw).step_by(4) {
-                    let q: [F32x4; 16] =
-                        std::array::from_fn(|xi| F32x4::load(&ms[(xi * oc + o) * bs + r * tw + tx..]));
-                    // Aᵀ q A with Aᵀ = [[1,1,1,0], [0,1,−1,−1]]: rows first, then columns.
-                    let s: [F32x4; 8] = std::array::from_fn(|k| match k {
-                        0..4 => q[k] + q[4 + k] + q[8 + k],
-                        _ => q[k] - q[4 + k] - q[8 + k],
-                    });
-                    let y =
-                        [(s[0] + s[1] + s[2], s[1] - s[2] - s[3]), (s[4] + s[5] + s[6], s[5] - s[6] - s[7])];
-                    for (dy, (left, right)) in y.into_iter().enumerate() {
-                        let oy = 2 * r + dy;
-                        if oy >= out_rows {
-                            break;
-                        }
-                        // Output columns 2tx..2tx+8 of row oy.
-                        let halves = [F32x4::zip_lo(left, right) + bias, F32x4::zip_hi(left, right) + bias];
-                        let (ox, p) = (2 * tx, oy * w + 2 * tx);
-                        if ox + 8 <= w {
-                            for (k, mut val) in halves.into_iter().enumerate() {
-                                if let Some(res) = res {
-                                    val = val + F32x4::load(&res[p + 4 * k..]);
-                                }
-                                if epi.relu {
-                                    val = val.relu();
-                                }
-                                val.store(&mut dst[p + 4 * k..]);
+        }
+        give_scratch(scratch);
+    }
+}
+
+/// The output transform of one output plane's piece: `Aᵀ M A` of each tile, with the epilogue.
+struct OutputPlane<'a> {
+    /// `M`: `[16][out_ch][bs]`.
+    m: &'a [f32],
+    out_ch: usize,
+    bs: usize,
+    o: usize,
+    /// The piece's first tile in `M`, and its tile rows.
+    first: usize,
+    rows: usize,
+    w: usize,
+    bias: f32,
+    residual: Option<&'a [f32]>,
+    relu: bool,
+    accumulate: bool,
+    dst: &'a mut [f32],
+}
+
+impl Kernel for OutputPlane<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Lanes>(self) {
+        let OutputPlane { m, out_ch, bs, o, first, rows, w, bias, residual, relu, accumulate, dst } = self;
+        let (n, tw, bias) = (S::N, w.div_ceil(2), S::splat(bias));
+        // Output rows of this piece (the last tile row of an odd-height plane has one).
+        let out_rows = dst.len() / w;
+        for r in 0..rows {
+            for tx in (0..tw).step_by(n) {
+                let col = first + r * tw + tx;
+                let q: [S; 16] = std::array::from_fn(|xi| S::load(&m[(xi * out_ch + o) * bs + col..]));
+                // Aᵀ q A with Aᵀ = [[1,1,1,0], [0,1,−1,−1]]: rows first, then columns.
+                let s: [S; 8] = std::array::from_fn(|k| match k {
+                    0..4 => q[k] + q[4 + k] + q[8 + k],
+                    _ => q[k] - q[4 + k] - q[8 + k],
+                });
+                let y = [(s[0] + s[1] + s[2], s[1] - s[2] - s[3]), (s[4] + s[5] + s[6], s[5] - s[6] - s[7])];
+                for (dy, (left, right)) in y.into_iter().enumerate() {
+                    let oy = 2 * r + dy;
+                    if oy >= out_rows {
+                        break;
+                    }
+                    // Output columns 2tx..2tx + 2N of row oy.
+                    let halves = [S::zip_lo(left, right) + bias, S::zip_hi(left, right) + bias];
+                    let (ox, p) = (2 * tx, oy * w + 2 * tx);
+                    if ox + 2 * n <= w {
+                        for (k, mut val) in halves.into_iter().enumerate() {
+                            if let Some(res) = residual {
+                                val = val + S::load(&res[p + n * k..]);
                             }
-                        } else {
-                            let vals = halves.map(F32x4::to_array);
-                            for k in 0..(w - ox).min(8) {
-                                let mut val = vals[k / 4][k % 4] + res.map_or(0.0, |r| r[p + k]);
-                                if epi.relu {
-                                    val = val.max(0.0);
-                                }
-                                dst[p + k] = val;
+                            if relu {
+                                val = val.relu();
+                            }
+                            if accumulate {
+                                val = val + S::load(&dst[p + n * k..]);
+                            }
+                            val.store(&mut dst[p + n * k..]);
+                        }
+                    } else {
+                        let mut vals = [0f32; 2 * SPARE];
+                        halves[0].store(&mut vals);
+                        halves[1].store(&mut vals[n..]);
+                        for (k, &v) in vals[..(w - ox).min(2 * n)].iter().enumerate() {
+                            let mut val = v + residual.map_or(0.0, |r| r[p + k]);
+                            if relu {
+                                val = val.max(0.0);
+                            }
+                            match accumulate {
+                                true => dst[p + k] += val,
+                                false => dst[p + k] = val,
                             }
                         }
                     }
                 }
             }
-        });
+        }
+    }
+}
+
+/// `∂L/∂M = A dY Aᵀ` of every 2×2 output tile of `rows` of `dy` (`[n, channels, h, w]`; the
+/// gradient of the output transform, `A` being 4×2) into `dm` (`[channels][16][bs]`), zeros
+/// where a tile reaches past the plane.
+struct GradientTransform<'a> {
+    dy: &'a [f32],
+    channels: usize,
+    h: usize,
+    w: usize,
+    rows: &'a [Rows],
+    dm: &'a mut [f32],
+    bs: usize,
+}
+
+impl Kernel for GradientTransform<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Lanes>(self) {
+        let GradientTransform { dy, channels, h, w, rows, dm, bs } = self;
+        let tw = w.div_ceil(2);
+        let first_tile = first_tiles(rows, tw);
+        // Two output rows of padded width (zeros past the plane).
+        let pw = 2 * tw.next_multiple_of(S::N);
+        let mut scratch = take_scratch(2 * pw);
+        scratch.fill(0.0);
+        let zero = S::splat(0.0);
+        for (ci, mc) in dm[..channels * 16 * bs].chunks_exact_mut(16 * bs).enumerate() {
+            for (seg, &first) in rows.iter().zip(&first_tile) {
+                let plane = &dy[(seg.image * channels + ci) * h * w..][..h * w];
+                for r in 0..seg.rows {
+                    let (p0, p1) = scratch.split_at_mut(pw);
+                    for (k, p) in [p0, p1].into_iter().enumerate() {
+                        match 2 * (seg.ty0 + r) + k {
+                            y if y < h => p[..w].copy_from_slice(&plane[y * w..][..w]),
+                            _ => p[..w].fill(0.0),
+                        }
+                    }
+                    let (p0, p1) = scratch.split_at(pw);
+                    for tx in (0..tw).step_by(S::N) {
+                        let (a0, b0) = (S::load(&p0[2 * tx..]), S::load(&p0[2 * tx + S::N..]));
+                        let (a1, b1) = (S::load(&p1[2 * tx..]), S::load(&p1[2 * tx + S::N..]));
+                        // Each tile's dY: [[e0, o0], [e1, o1]]. A's rows: [1,0], [1,1], [1,−1], [0,−1].
+                        let (e0, o0) = (S::evens(a0, b0), S::odds(a0, b0));
+                        let (e1, o1) = (S::evens(a1, b1), S::odds(a1, b1));
+                        let left = [e0, e0 + e1, e0 - e1, zero - e1];
+                        let right = [o0, o0 + o1, o0 - o1, zero - o1];
+                        let at = |xi: usize| xi * bs + first + r * tw + tx;
+                        for (a, (l, rt)) in left.into_iter().zip(right).enumerate() {
+                            l.store(&mut mc[at(4 * a)..]);
+                            (l + rt).store(&mut mc[at(4 * a + 1)..]);
+                            (l - rt).store(&mut mc[at(4 * a + 2)..]);
+                            (zero - rt).store(&mut mc[at(4 * a + 3)..]);
+                        }
+                    }
+                }
+            }
+        }
+        give_scratch(scratch);
+    }
+}
+
+/// The weight gradient of a 3×3, stride 1, padding 1 conv over `n` images, in the Winograd
+/// domain: `du` (`[16][out_ch][in_ch]`) gets `Σ ∂L/∂M[ξ] · V[ξ]ᵀ` added, 16 products of
+/// `out × tiles × in` (4 multiply-adds per output pixel and channel pair, against im2col's 9).
+/// [`weights_from_transformed`] turns the sum into the gradient of the weights.
+pub fn transformed_weight_grad(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    (out_ch, in_ch): (usize, usize),
+    (h, w): (usize, usize),
+    du: &mut [f32],
+) {
+    let (oc, ic, hw) = (out_ch, in_ch, h * w);
+    assert_eq!(x.len(), n * ic * hw, "input shape");
+    assert_eq!(dy.len(), n * oc * hw, "output gradient shape");
+    assert!(du.len() >= 16 * oc * ic, "gradient buffer");
+    let tw = w.div_ceil(2);
+    for rows in batch_blocks(n, (h, w), ic.max(oc)) {
+        let nt = rows.iter().map(|r| r.rows).sum::<usize>() * tw;
+        let bs = nt + SPARE;
+        let mut v = take_scratch(16 * ic * bs);
+        let mut dm = take_scratch(16 * oc * bs);
+        input_transform(x, ic, (h, w), &rows, &mut v, bs, false);
+        let dm_block = GradientTransform { dy, channels: oc, h, w, rows: &rows, dm: &mut dm, bs };
+        Width::for_items(tw).run(dm_block);
+        for (xi, dst) in du[..16 * oc * ic].chunks_exact_mut(oc * ic).enumerate() {
+            let dmv = View { data: &dm[xi * bs..], rows: oc, cols: nt, rs: 16 * bs, cs: 1 };
+            let vt = View { data: &v[xi * bs..], rows: nt, cols: ic, rs: 1, cs: 16 * bs };
+            gemm_view(dmv, vt, dst, ic, true, false);
+        }
         give_scratch(v);
-        give_scratch(m);
+        give_scratch(dm);
+    }
+}
+
+/// `∂L/∂g = Gᵀ (∂L/∂U) G` for every kernel: `du` `[16][out_ch][in_ch]` (from
+/// [`transformed_weight_grad`]) → `dw` `[out_ch][in_ch][3][3]`, overwritten.
+pub fn weights_from_transformed(du: &[f32], out_ch: usize, in_ch: usize, dw: &mut [f32]) {
+    let (oc, ic) = (out_ch, in_ch);
+    assert!(du.len() >= 16 * oc * ic && dw.len() >= 9 * oc * ic, "gradient buffers");
+    // Gᵀ applied to a column (a0..a3) of a 4×4, G = [[1,0,0], [½,½,½], [½,−½,½], [0,0,1]].
+    let gt = |a: [f32; 4]| [a[0] + 0.5 * (a[1] + a[2]), 0.5 * (a[1] - a[2]), 0.5 * (a[1] + a[2]) + a[3]];
+    for o in 0..oc {
+        for i in 0..ic {
+            let d = |a: usize, b: usize| du[((4 * a + b) * oc + o) * ic + i];
+            // Gᵀ dU (3×4), then (Gᵀ dU) G (3×3) row by row.
+            let cols: [[f32; 3]; 4] = std::array::from_fn(|b| gt([d(0, b), d(1, b), d(2, b), d(3, b)]));
+            let out = &mut dw[(o * ic + i) * 9..][..9];
+            for j in 0..3 {
+                out[3 * j..3 * j + 3].copy_from_slice(&gt([cols[0][j], cols[1][j], cols[2][j], cols[3][j]]));
+            }
+        }
     }
 }
 
@@ -262,6 +565,7 @@ impl Split {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::simd::with_width_limit;
 
     /// Direct 3×3 convolution, padding 1, with the epilogue: the reference every split must match.
     fn direct(
@@ -314,10 +618,116 @@ mod tests {
             let wino = Winograd3x3::new(&wt, oc, ic);
             for split in [Split::Serial, Split::Within, Split::Blocks(2), Split::Blocks(3), Split::Blocks(64)]
             {
-                let mut got = vec![f32::NAN; oc * h * w];
-                wino.forward_split(&x, h, w, &mut got, &epi, split);
-                let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-                assert!(worst < 1e-4, "{split:?} on {oc}×{ic}×{h}×{w}: off by {worst}");
+                // Splits on other threads run at the widest width; on this one, at each.
+                for width in Width::available() {
+                    let mut got = vec![f32::NAN; oc * h * w];
+                    with_width_limit(width, || wino.forward_split(&x, h, w, &mut got, &epi, split));
+                    let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                    assert!(worst < 1e-4, "{split:?} {width:?} on {oc}×{ic}×{h}×{w}: off by {worst}");
+                }
+            }
+        }
+    }
+
+    /// Several images at once, blocks of whole images (small planes) or of tile rows (large
+    /// ones), odd sizes, with the epilogue, overwriting or adding to the output.
+    #[test]
+    fn images_match_direct_image_by_image() {
+        let mut rng = crate::rng::Rng::new(11);
+        for (n, oc, ic, h, w) in [
+            (5, 64, 64, 8, 8),
+            (3, 8, 5, 9, 7),
+            (2, 6, 4, 40, 38),
+            (2, 4, 3, 13, 14),
+            (7, 16, 3, 2, 2),
+            (1, 4, 4, 1, 1),
+        ] {
+            let (per_x, per_y) = (ic * h * w, oc * h * w);
+            let x: Vec<f32> = (0..n * per_x).map(|_| rng.normal()).collect();
+            let wt: Vec<f32> = (0..oc * ic * 9).map(|_| rng.normal()).collect();
+            let bias: Vec<f32> = (0..oc).map(|_| rng.normal()).collect();
+            let res: Vec<f32> = (0..n * per_y).map(|_| rng.normal()).collect();
+            let before: Vec<f32> = (0..n * per_y).map(|_| rng.normal()).collect();
+            let wino = Winograd3x3::new(&wt, oc, ic);
+            for (accumulate, width) in Width::available().into_iter().flat_map(|w| [(false, w), (true, w)]) {
+                let epi = Epilogue { bias: Some(&bias), residual: Some(&res), relu: !accumulate };
+                let mut got = before.clone();
+                with_width_limit(width, || wino.forward_images(&x, n, (h, w), &mut got, &epi, accumulate));
+                for i in 0..n {
+                    let one = Epilogue { residual: Some(&res[i * per_y..][..per_y]), ..epi };
+                    let want = direct(&x[i * per_x..][..per_x], &wt, (oc, ic, h, w), &one);
+                    for (j, (a, b)) in want.iter().zip(&got[i * per_y..][..per_y]).enumerate() {
+                        let a = a + if accumulate { before[i * per_y + j] } else { 0.0 };
+                        assert!(
+                            (a - b).abs() < 1e-4,
+                            "{width:?} {n}×{oc}×{ic}×{h}×{w}, image {i}, {j}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The weight gradient through the Winograd domain is the direct one,
+    /// `Σ dy[n, o, y, x] · x[n, i, y + ky − 1, x + kx − 1]`, summed into what `du` held.
+    #[test]
+    fn transformed_weight_gradient_matches_direct() {
+        let mut rng = crate::rng::Rng::new(5);
+        for (n, oc, ic, h, w) in
+            [(6, 64, 32, 8, 8), (3, 8, 5, 9, 7), (2, 5, 3, 11, 15), (2, 4, 6, 40, 36), (4, 3, 2, 1, 3)]
+        {
+            let x: Vec<f32> = (0..n * ic * h * w).map(|_| rng.normal()).collect();
+            let dy: Vec<f32> = (0..n * oc * h * w).map(|_| rng.normal()).collect();
+            let mut want = vec![0f64; oc * ic * 9];
+            for b in 0..n {
+                for o in 0..oc {
+                    for i in 0..ic {
+                        for (k, acc) in want[(o * ic + i) * 9..][..9].iter_mut().enumerate() {
+                            let (ky, kx) = (k / 3, k % 3);
+                            for y in 0..h {
+                                for xx in 0..w {
+                                    let (sy, sx) = ((y + ky).wrapping_sub(1), (xx + kx).wrapping_sub(1));
+                                    if sy < h && sx < w {
+                                        *acc += (dy[((b * oc + o) * h + y) * w + xx]
+                                            * x[((b * ic + i) * h + sy) * w + sx])
+                                            as f64;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for width in Width::available() {
+                // Two halves of the batch summed into one buffer, as the training plan's shards are.
+                let mut du = vec![0f32; 16 * oc * ic];
+                let half = n / 2;
+                let (px, py) = (ic * h * w, oc * h * w);
+                with_width_limit(width, || {
+                    transformed_weight_grad(
+                        &x[..half * px],
+                        &dy[..half * py],
+                        half,
+                        (oc, ic),
+                        (h, w),
+                        &mut du,
+                    );
+                    transformed_weight_grad(
+                        &x[half * px..],
+                        &dy[half * py..],
+                        n - half,
+                        (oc, ic),
+                        (h, w),
+                        &mut du,
+                    );
+                });
+                let mut got = vec![f32::NAN; oc * ic * 9];
+                weights_from_transformed(&du, oc, ic, &mut got);
+                let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+                for (j, (a, b)) in want.iter().zip(&got).enumerate() {
+                    let off = ((a - *b as f64) / scale).abs();
+                    assert!(off < 1e-5, "{width:?} {n}×{oc}×{ic}×{h}×{w}, {j}: {a} vs {b}");
+                }
             }
         }
     }

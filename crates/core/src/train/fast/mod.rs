@@ -220,7 +220,7 @@ impl FastTrainer {
         }
         let shapes = self.graph.shapes(Some(input)).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let mut convs = vec![None; shapes.len()];
-        let (mut cols, mut dw, mut ch, mut flipped, mut image) = (0, 0, 0, 0, 0);
+        let (mut cols, mut dw, mut ch, mut flipped) = (0, 0, 0, 0);
         for (i, node) in self.graph.nodes.iter().enumerate() {
             ch = ch.max(shapes[i].c);
             if let Op::Conv2d(c) = &node.op {
@@ -229,8 +229,8 @@ impl FastTrainer {
                 let conv = ConvShape::new(g, c.out_ch);
                 cols = cols.max(conv.cols_len());
                 flipped = flipped.max(conv.flipped_len());
-                image = image.max(s.elements());
-                dw = dw.max(c.out_ch * g.rows());
+                // A Winograd conv's shard sums ∂L/∂U: 16 floats a channel pair, not 9.
+                dw = dw.max(if conv.winograd { 16 * c.out_ch * s.c } else { c.out_ch * g.rows() });
                 convs[i] = Some(conv);
             }
         }
@@ -242,7 +242,6 @@ impl FastTrainer {
             s.cols.resize(cols, 0.0);
             s.dcols.resize(cols, 0.0);
             s.dw.resize(dw, 0.0);
-            s.image.resize(image, 0.0);
             s.db.resize(ch, 0.0);
             s.sums.resize(3 * ch, 0.0);
         }
@@ -432,11 +431,7 @@ impl FastTrainer {
                     self.params[*bias].grad = db;
                 }
                 Kind::Relu => ops::elementwise(&mut dx, sh, si.elements(), scratch, |at, d| {
-                    for ((d, &g), &y) in d.iter_mut().zip(&dy[at..]).zip(&y[at..]) {
-                        if y > 0.0 {
-                            *d += g;
-                        }
-                    }
+                    ops::add_masked(d, &dy[at..], Some(&y[at..]), 1.0)
                 }),
                 Kind::Tanh => ops::elementwise(&mut dx, sh, si.elements(), scratch, |at, d| {
                     for ((d, &g), &y) in d.iter_mut().zip(&dy[at..]).zip(&y[at..]) {
@@ -444,22 +439,18 @@ impl FastTrainer {
                     }
                 }),
                 Kind::Add { relu } => {
-                    let pass = |d: &mut [f32], scratch: &mut [Scratch]| {
+                    let mask = relu.then_some(y.as_slice());
+                    let pass = |d: &mut [f32], scratch: &mut [Scratch], times: f32| {
                         ops::elementwise(d, sh, so.elements(), scratch, |at, d| {
-                            for ((d, &g), &y) in d.iter_mut().zip(&dy[at..]).zip(&y[at..]) {
-                                if !*relu || y > 0.0 {
-                                    *d += g;
-                                }
-                            }
+                            ops::add_masked(d, &dy[at..], mask.map(|y| &y[at..]), times)
                         })
                     };
-                    pass(&mut dx, scratch);
                     let other = self.owner[node.inputs[1]];
-                    if other == src {
-                        pass(&mut dx, scratch);
-                    } else if other != 0 {
+                    // x + x (never in the zoo, but a graph may say it): both halves at once.
+                    pass(&mut dx, scratch, if other == src { 2.0 } else { 1.0 });
+                    if other != src && other != 0 {
                         let mut d2 = Self::live(&mut self.grads, &mut self.spare, &self.values, other);
-                        pass(&mut d2, scratch);
+                        pass(&mut d2, scratch, 1.0);
                         self.grads[other] = d2;
                     }
                 }

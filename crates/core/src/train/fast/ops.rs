@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use crate::kernels::gemm::{gemm_view, View};
 use crate::kernels::im2col::{col2im_band, im2col, phases_into, ConvGeometry};
-use crate::kernels::winograd::Winograd3x3;
+use crate::kernels::winograd::{transformed_weight_grad, weights_from_transformed, Winograd3x3};
 use crate::kernels::Epilogue;
 use crate::spec::Pool;
 
@@ -17,13 +17,11 @@ use crate::spec::Pool;
 pub struct Scratch {
     /// The phases of a strided conv's input image.
     pub phases: Vec<f32>,
-    /// One image's input gradient from Winograd, before it is added.
-    pub image: Vec<f32>,
     /// A band of the column matrix, and its gradient.
     pub cols: Vec<f32>,
     pub dcols: Vec<f32>,
-    /// This shard's share of a weight gradient (a conv's kept transposed, `k × out`), then of a
-    /// bias gradient.
+    /// This shard's share of a weight gradient (a conv's kept transposed, `k × out`, or a
+    /// Winograd conv's `∂L/∂U`), then of a bias gradient.
     pub dw: Vec<f32>,
     pub db: Vec<f32>,
     /// Per-channel sums (BatchNorm statistics and their gradients).
@@ -211,13 +209,15 @@ pub fn conv_forward(
     let wv = View::rows(w, c.out_ch, k, k);
     let wino = wino.filter(|_| c.winograd);
     shards.run(y, c.out_ch * plane, scratch, |images, out, s| {
+        if let Some(wino) = wino {
+            let xs = &x[images.start * inp..images.end * inp];
+            let epi = Epilogue { bias: b, residual: None, relu: false };
+            wino.forward_images(xs, images.len(), (g.h, g.w), out, &epi, false);
+            return;
+        }
         for (i, img) in images.enumerate() {
             let x = &x[img * inp..][..inp];
             let out = &mut out[i * c.out_ch * plane..][..c.out_ch * plane];
-            if let Some(wino) = wino {
-                wino.forward(x, g.h, g.w, out, &Epilogue { bias: b, residual: None, relu: false });
-                continue;
-            }
             if c.pointwise() {
                 gemm_view(wv, View::rows(x, k, plane, plane), out, plane, false, false);
             } else {
@@ -270,18 +270,35 @@ pub fn conv_backward(
     let with_bias = db.is_some();
     let (mut none, per) = (vec![], if dx.is_some() { inp } else { 0 });
     let dx = dx.unwrap_or(&mut none);
+    let winograd = c.winograd.then_some(16 * c.out_ch * g.c);
     shards.run(dx, per, scratch, |images, dx_chunk, s| {
-        let Scratch { phases, cols, dcols, dw, db, image, .. } = s;
-        dw[..c.out_ch * k].fill(0.0);
+        let Scratch { phases, cols, dcols, dw, db, .. } = s;
         db[..c.out_ch].fill(0.0);
-        for (i, img) in images.enumerate() {
-            let x = &x[img * inp..][..inp];
-            let dy = &dy[img * c.out_ch * plane..][..c.out_ch * plane];
-            if with_bias {
+        if with_bias {
+            for dy in dy[images.start * c.out_ch * plane..images.end * c.out_ch * plane]
+                .chunks_exact(plane * c.out_ch)
+            {
                 for (d, row) in db.iter_mut().zip(dy.chunks_exact(plane)) {
                     *d += sum(row);
                 }
             }
+        }
+        if let Some(du) = winograd {
+            // dW in the Winograd domain (the shard's sum of ∂L/∂U, turned into dW after the
+            // shards are summed); dx as the Winograd conv of dy with the flipped weights, added.
+            let xs = &x[images.start * inp..images.end * inp];
+            let dys = &dy[images.start * c.out_ch * plane..images.end * c.out_ch * plane];
+            dw[..du].fill(0.0);
+            transformed_weight_grad(xs, dys, images.len(), (c.out_ch, g.c), (g.h, g.w), dw);
+            if per > 0 {
+                wino.forward_images(dys, images.len(), (g.oh, g.ow), dx_chunk, &Epilogue::default(), true);
+            }
+            return;
+        }
+        dw[..c.out_ch * k].fill(0.0);
+        for (i, img) in images.enumerate() {
+            let x = &x[img * inp..][..inp];
+            let dy = &dy[img * c.out_ch * plane..][..c.out_ch * plane];
             let mut dx = (per > 0).then(|| &mut dx_chunk[i * inp..][..inp]);
             if c.pointwise() {
                 // dWᵀ += x · dyᵀ (kept transposed, as in the bands below); dx += Wᵀ · dy.
@@ -308,12 +325,6 @@ pub fn conv_backward(
                 }
             }
             if let (Some((t, band)), Some(dx)) = (dx_conv, dx) {
-                if c.winograd {
-                    let image = &mut image[..inp];
-                    wino.forward(dy, t.h, t.w, image, &Epilogue { bias: None, residual: None, relu: false });
-                    dx.iter_mut().zip(image.iter()).for_each(|(d, v)| *d += v);
-                    continue;
-                }
                 let (tk, tplane) = (t.rows(), t.cols());
                 for (y0, y1) in bands(t.oh, band) {
                     let n = (y1 - y0) * t.ow;
@@ -325,7 +336,16 @@ pub fn conv_backward(
         }
     });
     let t = shards.0.len();
-    reduce_transposed(scratch, t, (k, c.out_ch), dw);
+    match winograd {
+        Some(du) => {
+            let (first, rest) = scratch.split_first_mut().expect("one shard at least");
+            for s in &rest[..t - 1] {
+                first.dw[..du].iter_mut().zip(&s.dw[..du]).for_each(|(d, v)| *d += v);
+            }
+            weights_from_transformed(&first.dw[..du], c.out_ch, g.c, dw);
+        }
+        None => reduce_transposed(scratch, t, (k, c.out_ch), dw),
+    }
     if let Some(db) = db {
         reduce_f32(scratch, t, c.out_ch, |s| &s.db, db);
     }
@@ -335,22 +355,36 @@ pub fn conv_backward(
 /// (one f32 accumulator would be a chain of dependent adds).
 const LANES: usize = 16;
 
-/// `Σ f(a[i], b[i], c[i])` in [`LANES`] accumulators (`b`, `c` at least as long as `a`).
+/// `(Σ f(a[i], b[i], c[i]), Σ g(a[i], b[i], c[i]))` in one pass, [`LANES`] accumulators each.
 #[inline(always)]
-fn lane_sum3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f32 {
+fn lane_sum3_pair(
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+    f: impl Fn(f32, f32, f32) -> f32,
+    g: impl Fn(f32, f32, f32) -> f32,
+) -> (f32, f32) {
     let n = a.len();
     let (b, c) = (&b[..n], &c[..n]);
-    let mut acc = [0f32; LANES];
+    let (mut p, mut q) = ([0f32; LANES], [0f32; LANES]);
     let full = n - n % LANES;
     for ((a, b), c) in a[..full].chunks_exact(LANES).zip(b.chunks_exact(LANES)).zip(c.chunks_exact(LANES)) {
         for l in 0..LANES {
-            acc[l] += f(a[l], b[l], c[l]);
+            p[l] += f(a[l], b[l], c[l]);
+            q[l] += g(a[l], b[l], c[l]);
         }
     }
     for (l, i) in (full..n).enumerate() {
-        acc[l] += f(a[i], b[i], c[i]);
+        p[l] += f(a[i], b[i], c[i]);
+        q[l] += g(a[i], b[i], c[i]);
     }
-    acc.iter().sum()
+    (p.iter().sum(), q.iter().sum())
+}
+
+/// `Σ f(a[i], b[i], c[i])` in [`LANES`] accumulators (`b`, `c` at least as long as `a`).
+#[inline(always)]
+fn lane_sum3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f32 {
+    lane_sum3_pair(a, b, c, f, |_, _, _| 0.0).0
 }
 
 /// The sum of a slice, vectorised.
@@ -475,10 +509,10 @@ pub fn bn_backward(
                 let r = at + c * plane..at + (c + 1) * plane;
                 let (m, is) = (saved.mean[c], saved.inv_std[c]);
                 let (dy, y, x) = (&dy[r.clone()], &y[r.clone()], &x[r]);
-                let sg = lane_sum3(dy, y, x, |g, y, _| grad(g, y));
-                let sgx = lane_sum3(dy, y, x, |g, y, x| grad(g, y) * (x - m)) * is;
+                let (sg, sgx) =
+                    lane_sum3_pair(dy, y, x, |g, y, _| grad(g, y), |g, y, x| grad(g, y) * (x - m));
                 acc[2 * c] += sg as f64;
-                acc[2 * c + 1] += sgx as f64;
+                acc[2 * c + 1] += (sgx * is) as f64;
             }
         }
     });
@@ -514,6 +548,20 @@ pub fn elementwise(
     f: impl Fn(usize, &mut [f32]) + Sync + Send,
 ) {
     shards.run(out, per, scratch, |images, chunk, _| f(images.start * per, chunk));
+}
+
+/// `d += times · g`, where `mask` (a ReLU's output) is positive when given: a ReLU's (or a
+/// residual add's) backward. A select, not a branch, so it vectorises.
+pub fn add_masked(d: &mut [f32], g: &[f32], mask: Option<&[f32]>, times: f32) {
+    let g = &g[..d.len()];
+    match mask {
+        Some(y) => {
+            for ((d, &g), &y) in d.iter_mut().zip(g).zip(&y[..g.len()]) {
+                *d += if y > 0.0 { times * g } else { 0.0 };
+            }
+        }
+        None => d.iter_mut().zip(g).for_each(|(d, &g)| *d += times * g),
+    }
 }
 
 /// Option A's shortcut, `(c, h, w)` in, `(oc, stride)`: every `stride`-th pixel, zero channels
