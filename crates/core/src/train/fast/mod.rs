@@ -357,7 +357,7 @@ impl FastTrainer {
         for g in &mut self.grads {
             self.spare.give(std::mem::take(g));
         }
-        let mut d = self.spare.take(self.values[out].len());
+        let mut d = self.spare.take(self.values[out].len(), false);
         let (loss, correct) = ops::cross_entropy(&self.values[out], &labels, k, &mut d);
         self.grads[out] = d;
         Ok((loss, correct))
@@ -365,29 +365,45 @@ impl FastTrainer {
 
     /// Backward from the output's gradient: every parameter's `grad`.
     fn backward(&mut self) {
-        let layout = self.layout.as_ref().expect("forward ran");
+        // Taken out while backward runs, so that helpers can borrow the rest of `self`.
+        let layout = self.layout.take().expect("forward ran");
+        self.backward_with(&layout);
+        self.layout = Some(layout);
+    }
+
+    fn backward_with(&mut self, layout: &Layout) {
         let sh = &layout.shards;
         let n = layout.n;
-        for (i, node) in self.graph.nodes.iter().enumerate().skip(1).rev() {
-            let kind = &self.kinds[i];
+        for i in (1..self.graph.nodes.len()).rev() {
+            let (kind, inputs) = (&self.kinds[i], &self.graph.nodes[i].inputs);
             if matches!(kind, Kind::Alias) {
                 continue;
             }
-            let src = self.owner[node.inputs[0]];
+            let src = self.owner[inputs[0]];
             // Nothing flows into the image, so an op reading it only has parameter gradients.
             if src == 0 && !matches!(kind, Kind::Conv { .. } | Kind::Linear { .. }) {
                 continue;
             }
             let dy = Self::live(&mut self.grads, &mut self.spare, &self.values, i);
+            if let Kind::Add { relu } = *kind {
+                let other = self.owner[inputs[1]];
+                self.add_backward(layout, i, dy, relu, [src, other]);
+                continue;
+            }
             let (x, y) = (&self.values[src], &self.values[i]);
-            let (si, so) = (layout.shapes[node.inputs[0]], layout.shapes[i]);
+            let (si, so) = (layout.shapes[inputs[0]], layout.shapes[i]);
             let scratch = &mut self.scratch;
-            // The input's gradient, unless the input is the image.
+            // The input's gradient, unless the input is the image. While no other consumer has
+            // written it (`unset`), its contents are arbitrary: a conv or BatchNorm writes it
+            // without reading it, and the other kinds add to it once zeroed.
             let wants_dx = src != 0;
-            let mut dx = match wants_dx {
-                true => Self::live(&mut self.grads, &mut self.spare, &self.values, src),
-                false => vec![],
+            let (mut dx, unset) = match wants_dx {
+                true => Self::live_unset(&mut self.grads, &mut self.spare, &self.values, src),
+                false => (vec![], false),
             };
+            if unset && !matches!(kind, Kind::Conv { .. } | Kind::Linear { .. } | Kind::Bn { .. }) {
+                dx.fill(0.0);
+            }
             match kind {
                 Kind::Conv { weight, bias } | Kind::Linear { weight, bias } => {
                     let mut dw = std::mem::take(&mut self.params[*weight].grad);
@@ -396,6 +412,7 @@ impl FastTrainer {
                         dw: &mut dw,
                         db: db.as_deref_mut(),
                         dx: wants_dx.then_some(dx.as_mut_slice()),
+                        dx_unset: unset,
                     };
                     let w = &self.params[*weight].data;
                     match layout.convs[i].as_ref() {
@@ -423,7 +440,7 @@ impl FastTrainer {
                         &self.bn_saved[*slot],
                         &mut dg,
                         &mut db,
-                        &mut dx,
+                        (&mut dx, unset),
                         sh,
                         scratch,
                     );
@@ -438,22 +455,6 @@ impl FastTrainer {
                         *d += g * (1.0 - y * y);
                     }
                 }),
-                Kind::Add { relu } => {
-                    let mask = relu.then_some(y.as_slice());
-                    let pass = |d: &mut [f32], scratch: &mut [Scratch], times: f32| {
-                        ops::elementwise(d, sh, so.elements(), scratch, |at, d| {
-                            ops::add_masked(d, &dy[at..], mask.map(|y| &y[at..]), times)
-                        })
-                    };
-                    let other = self.owner[node.inputs[1]];
-                    // x + x (never in the zoo, but a graph may say it): both halves at once.
-                    pass(&mut dx, scratch, if other == src { 2.0 } else { 1.0 });
-                    if other != src && other != 0 {
-                        let mut d2 = Self::live(&mut self.grads, &mut self.spare, &self.values, other);
-                        pass(&mut d2, scratch, 1.0);
-                        self.grads[other] = d2;
-                    }
-                }
                 Kind::ShortcutA { stride } => {
                     ops::shortcut_a((si.c, si.h, si.w), (so.c, *stride), true, &dy, &mut dx, sh, scratch)
                 }
@@ -472,10 +473,67 @@ impl FastTrainer {
                 Kind::AvgPool(pool) => {
                     ops::avg_pool_backward(&pool_shape(si, so, pool), &dy, &mut dx, sh, scratch)
                 }
-                Kind::Input | Kind::Alias => unreachable!("skipped"),
+                Kind::Input | Kind::Alias | Kind::Add { .. } => unreachable!("skipped or done above"),
             }
             self.grads[src] = dx;
             self.spare.give(dy);
+        }
+    }
+
+    /// The residual add's backward (through its ReLU): `dy`, masked in place by the output,
+    /// goes to both inputs. Both are usually written first here (the add comes last in its
+    /// block), so one input's gradient becomes a copy of it and the other's *is* it: no zeroing
+    /// and no read of a zero buffer.
+    fn add_backward(
+        &mut self,
+        layout: &Layout,
+        i: NodeId,
+        mut dy: Vec<f32>,
+        relu: bool,
+        [a, b]: [NodeId; 2],
+    ) {
+        let (sh, per) = (&layout.shards, layout.shapes[i].elements());
+        let scratch = &mut self.scratch;
+        if relu {
+            let y = &self.values[i];
+            ops::elementwise(&mut dy, sh, per, scratch, |at, d| {
+                d.iter_mut().zip(&y[at..]).for_each(|(d, &y)| *d = if y > 0.0 { *d } else { 0.0 })
+            });
+        }
+        // x + x (a graph may say it; the zoo never does) counts twice. The image needs nothing.
+        let targets: Vec<(NodeId, f32)> = match a == b {
+            true => vec![(a, 2.0)],
+            false => vec![(a, 1.0), (b, 1.0)],
+        };
+        let targets: Vec<_> = targets.into_iter().filter(|&(t, _)| t != 0).collect();
+        for (k, &(t, times)) in targets.iter().enumerate() {
+            let (mut d, unset) = Self::live_unset(&mut self.grads, &mut self.spare, &self.values, t);
+            if unset && times == 1.0 && k + 1 == targets.len() {
+                self.spare.give(d);
+                self.grads[t] = std::mem::take(&mut dy);
+                break;
+            }
+            ops::elementwise(&mut d, sh, per, scratch, |at, d| match unset {
+                true => d.iter_mut().zip(&dy[at..]).for_each(|(d, &g)| *d = times * g),
+                false => ops::add_masked(d, &dy[at..], None, times),
+            });
+            self.grads[t] = d;
+        }
+        self.spare.give(dy);
+    }
+
+    /// Node `j`'s gradient buffer, taken out, and whether no consumer has written it yet: then
+    /// it comes from the pool as it is (arbitrary contents), for a kernel that overwrites it.
+    fn live_unset(
+        grads: &mut [Vec<f32>],
+        spare: &mut GradPool,
+        values: &[Vec<f32>],
+        j: NodeId,
+    ) -> (Vec<f32>, bool) {
+        let g = std::mem::take(&mut grads[j]);
+        match g.is_empty() {
+            true => (spare.take(values[j].len(), false), true),
+            false => (g, false),
         }
     }
 
@@ -484,7 +542,7 @@ impl FastTrainer {
     fn live(grads: &mut [Vec<f32>], spare: &mut GradPool, values: &[Vec<f32>], j: NodeId) -> Vec<f32> {
         let g = std::mem::take(&mut grads[j]);
         if g.is_empty() {
-            spare.take(values[j].len())
+            spare.take(values[j].len(), true)
         } else {
             g
         }
@@ -597,14 +655,18 @@ impl FastTrainer {
 struct GradPool(Vec<Vec<f32>>);
 
 impl GradPool {
-    /// A zeroed buffer of `len`: the smallest spare that holds it, else the largest grown.
-    fn take(&mut self, len: usize) -> Vec<f32> {
+    /// A buffer of `len`, zeroed or with whatever it held: the smallest spare that holds it,
+    /// else the largest grown.
+    fn take(&mut self, len: usize, zeroed: bool) -> Vec<f32> {
         let fits = (0..self.0.len()).filter(|&k| self.0[k].capacity() >= len);
         let pick = fits
             .min_by_key(|&k| self.0[k].capacity())
             .or_else(|| (0..self.0.len()).max_by_key(|&k| self.0[k].capacity()));
         let mut g = pick.map(|k| self.0.swap_remove(k)).unwrap_or_default();
-        g.clear();
+        if zeroed {
+            g.clear();
+        }
+        g.truncate(len);
         g.resize(len, 0.0);
         g
     }

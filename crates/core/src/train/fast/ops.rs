@@ -104,6 +104,8 @@ pub struct LayerGrads<'a> {
     pub dw: &'a mut [f32],
     pub db: Option<&'a mut [f32]>,
     pub dx: Option<&'a mut [f32]>,
+    /// `dx` holds no gradient yet (arbitrary contents): overwritten, not added to.
+    pub dx_unset: bool,
 }
 
 /// A conv's sizes and how many output rows one band of its column matrix holds (a band stays
@@ -253,7 +255,7 @@ pub fn conv_backward(
     shards: &Shards,
     scratch: &mut [Scratch],
 ) {
-    let LayerGrads { dw, db, dx } = grads;
+    let LayerGrads { dw, db, dx, dx_unset } = grads;
     let g = &c.g;
     let (k, plane, inp) = (g.rows(), g.cols(), g.c * g.h * g.w);
     let wt = View::rows(w, c.out_ch, k, k).t();
@@ -291,9 +293,13 @@ pub fn conv_backward(
             dw[..du].fill(0.0);
             transformed_weight_grad(xs, dys, images.len(), (c.out_ch, g.c), (g.h, g.w), dw);
             if per > 0 {
-                wino.forward_images(dys, images.len(), (g.oh, g.ow), dx_chunk, &Epilogue::default(), true);
+                let epi = Epilogue::default();
+                wino.forward_images(dys, images.len(), (g.oh, g.ow), dx_chunk, &epi, !dx_unset);
             }
             return;
+        }
+        if dx_unset {
+            dx_chunk.fill(0.0);
         }
         dw[..c.out_ch * k].fill(0.0);
         for (i, img) in images.enumerate() {
@@ -482,7 +488,7 @@ pub fn bn_forward(
 }
 
 /// BatchNorm's backward (through its ReLU when fused, masked by the output `y`): `dgamma`,
-/// `dbeta` overwritten, `dx` added to.
+/// `dbeta` overwritten, `dx` added to (overwritten when `unset`: it holds no gradient yet).
 #[allow(clippy::too_many_arguments)]
 pub fn bn_backward(
     (channels, plane): (usize, usize),
@@ -494,7 +500,7 @@ pub fn bn_backward(
     saved: &BnSaved,
     dgamma: &mut [f32],
     dbeta: &mut [f32],
-    dx: &mut [f32],
+    (dx, unset): (&mut [f32], bool),
     shards: &Shards,
     scratch: &mut [Scratch],
 ) {
@@ -531,8 +537,11 @@ pub fn bn_backward(
                 let r = at + c * plane..at + (c + 1) * plane;
                 let (m, is, k) = (saved.mean[c], saved.inv_std[c], gamma[c] * saved.inv_std[c]);
                 let o = &mut out[i * per + c * plane..][..plane];
-                for (((o, &g), &y), &x) in o.iter_mut().zip(&dy[r.clone()]).zip(&y[r.clone()]).zip(&x[r]) {
-                    *o += k * (grad(g, y) - mg[c] - (x - m) * is * mgx[c]);
+                let dx = dy[r.clone()].iter().zip(&y[r.clone()]).zip(&x[r]);
+                let dx = dx.map(|((&g, &y), &x)| k * (grad(g, y) - mg[c] - (x - m) * is * mgx[c]));
+                match unset {
+                    true => o.iter_mut().zip(dx).for_each(|(o, v)| *o = v),
+                    false => o.iter_mut().zip(dx).for_each(|(o, v)| *o += v),
                 }
             }
         }
@@ -738,7 +747,7 @@ pub fn linear_backward(
     dy: &[f32],
     grads: LayerGrads,
 ) {
-    let LayerGrads { dw, db, dx } = grads;
+    let LayerGrads { dw, db, dx, dx_unset } = grads;
     let dyv = View::rows(dy, n, outf, outf);
     gemm_view(dyv.t(), View::rows(x, n, inf, inf), dw, inf, false, true);
     if let Some(db) = db {
@@ -748,7 +757,7 @@ pub fn linear_backward(
         }
     }
     if let Some(dx) = dx {
-        gemm_view(dyv, View::rows(w, outf, inf, inf), dx, inf, true, true);
+        gemm_view(dyv, View::rows(w, outf, inf, inf), dx, inf, !dx_unset, true);
     }
 }
 
