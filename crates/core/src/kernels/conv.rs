@@ -144,6 +144,23 @@ impl PreparedConv {
         }
         let mut out = vec![0f32; n * out_len];
         let run = |xs: &[f32], res: Option<&[f32]>, out: &mut [f32]| {
+            if let (Kernel::Winograd(wino), true) = (&self.kernel, n > 1) {
+                // A batch: a contiguous run of images per thread, several small images to a
+                // block (wider products than one 8×8 image's 16 tiles).
+                let runs = n.div_ceil(super::free_threads().clamp(1, n));
+                let mut parts: Vec<(&mut [f32], &[f32])> =
+                    out.chunks_mut(runs * out_len).zip(xs.chunks(runs * in_len)).collect();
+                for_each_mut(&mut parts, true, |k, (y, x)| {
+                    let images = x.len() / in_len;
+                    let epi = Epilogue {
+                        bias: self.bias.as_deref(),
+                        residual: res.map(|r| &r[k * runs * out_len..][..images * out_len]),
+                        relu,
+                    };
+                    wino.forward_images(x, images, (h, w), y, &epi, false);
+                });
+                return;
+            }
             let one = |img: usize, x: &[f32], y: &mut [f32]| {
                 let epi = Epilogue {
                     bias: self.bias.as_deref(),
