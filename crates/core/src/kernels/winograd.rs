@@ -302,6 +302,8 @@ impl<'a, P: Iterator<Item = &'a [f32]>> Kernel for InputChannel<'a, P> {
         scratch.fill(0.0);
         let (t, zeros) = scratch.split_at_mut(4 * pw);
         let zeros = &*zeros;
+        // V's 16 rows, each `bs` long: the bounds checks of a tile group's 16 stores are one.
+        let mut out: Vec<&mut [f32]> = v[..16 * bs].chunks_exact_mut(bs).collect();
         for ((seg, &first), plane) in rows.iter().zip(first_tile).zip(planes) {
             for r in 0..seg.rows {
                 let row = |k: usize| match (2 * (seg.ty0 + r) + k).checked_sub(1) {
@@ -328,11 +330,12 @@ impl<'a, P: Iterator<Item = &'a [f32]>> Kernel for InputChannel<'a, P> {
                         let (c, d) = (S::load(&ti[2 * tx + 2..]), S::load(&ti[2 * tx + S::N + 2..]));
                         let (e0, e1) = (S::evens(a, b), S::odds(a, b));
                         let (e2, e3) = (S::evens(c, d), S::odds(c, d));
-                        let at = |s: usize| (i * 4 + s) * bs + first + r * tw + tx;
-                        (e0 - e2).store(&mut v[at(0)..]);
-                        (e1 + e2).store(&mut v[at(1)..]);
-                        (e2 - e1).store(&mut v[at(2)..]);
-                        (e1 - e3).store(&mut v[at(3)..]);
+                        let col = first + r * tw + tx;
+                        let [o0, o1, o2, o3] = &mut out[4 * i..4 * i + 4] else { unreachable!("four rows") };
+                        (e0 - e2).store(&mut o0[col..]);
+                        (e1 + e2).store(&mut o1[col..]);
+                        (e2 - e1).store(&mut o2[col..]);
+                        (e1 - e3).store(&mut o3[col..]);
                     }
                 }
             }
@@ -367,10 +370,12 @@ impl Kernel for OutputPlane<'_> {
         let (n, tw, bias) = (S::N, w.div_ceil(2), S::splat(bias));
         // Output rows of this piece (the last tile row of an odd-height plane has one).
         let out_rows = dst.len() / w;
+        // M's 16 rows for channel `o`, each `bs` long: one bounds check for a group's 16 loads.
+        let rows_of_m: [&[f32]; 16] = std::array::from_fn(|xi| &m[(xi * out_ch + o) * bs..][..bs]);
         for r in 0..rows {
             for tx in (0..tw).step_by(n) {
                 let col = first + r * tw + tx;
-                let q: [S; 16] = std::array::from_fn(|xi| S::load(&m[(xi * out_ch + o) * bs + col..]));
+                let q: [S; 16] = std::array::from_fn(|xi| S::load(&rows_of_m[xi][col..]));
                 // Aᵀ q A with Aᵀ = [[1,1,1,0], [0,1,−1,−1]]: rows first, then columns.
                 let s: [S; 8] = std::array::from_fn(|k| match k {
                     0..4 => q[k] + q[4 + k] + q[8 + k],
@@ -445,6 +450,7 @@ impl Kernel for GradientTransform<'_> {
         scratch.fill(0.0);
         let zero = S::splat(0.0);
         for (ci, mc) in dm[..channels * 16 * bs].chunks_exact_mut(16 * bs).enumerate() {
+            let mut out: Vec<&mut [f32]> = mc.chunks_exact_mut(bs).collect();
             for (seg, &first) in rows.iter().zip(&first_tile) {
                 let plane = &dy[(seg.image * channels + ci) * h * w..][..h * w];
                 for r in 0..seg.rows {
@@ -464,12 +470,15 @@ impl Kernel for GradientTransform<'_> {
                         let (e1, o1) = (S::evens(a1, b1), S::odds(a1, b1));
                         let left = [e0, e0 + e1, e0 - e1, zero - e1];
                         let right = [o0, o0 + o1, o0 - o1, zero - o1];
-                        let at = |xi: usize| xi * bs + first + r * tw + tx;
+                        let col = first + r * tw + tx;
                         for (a, (l, rt)) in left.into_iter().zip(right).enumerate() {
-                            l.store(&mut mc[at(4 * a)..]);
-                            (l + rt).store(&mut mc[at(4 * a + 1)..]);
-                            (l - rt).store(&mut mc[at(4 * a + 2)..]);
-                            (zero - rt).store(&mut mc[at(4 * a + 3)..]);
+                            let [o0, o1, o2, o3] = &mut out[4 * a..4 * a + 4] else {
+                                unreachable!("four rows")
+                            };
+                            l.store(&mut o0[col..]);
+                            (l + rt).store(&mut o1[col..]);
+                            (l - rt).store(&mut o2[col..]);
+                            (zero - rt).store(&mut o3[col..]);
                         }
                     }
                 }
