@@ -324,18 +324,16 @@ impl<'a, P: Iterator<Item = &'a [f32]>> Kernel for InputChannel<'a, P> {
                 }
                 // A group of N tiles may write up to N − 1 lanes past the row's last tile: into
                 // the next row's first tiles, written after, or the spare columns of the last row.
-                for (i, ti) in t.chunks_exact(pw).enumerate() {
+                for (ti, quad) in t.chunks_exact(pw).zip(out.chunks_exact_mut(4)) {
                     for tx in (0..tw).step_by(S::N) {
                         let (a, b) = (S::load(&ti[2 * tx..]), S::load(&ti[2 * tx + S::N..]));
                         let (c, d) = (S::load(&ti[2 * tx + 2..]), S::load(&ti[2 * tx + S::N + 2..]));
                         let (e0, e1) = (S::evens(a, b), S::odds(a, b));
                         let (e2, e3) = (S::evens(c, d), S::odds(c, d));
                         let col = first + r * tw + tx;
-                        let [o0, o1, o2, o3] = &mut out[4 * i..4 * i + 4] else { unreachable!("four rows") };
-                        (e0 - e2).store(&mut o0[col..]);
-                        (e1 + e2).store(&mut o1[col..]);
-                        (e2 - e1).store(&mut o2[col..]);
-                        (e1 - e3).store(&mut o3[col..]);
+                        for (o, val) in quad.iter_mut().zip([e0 - e2, e1 + e2, e2 - e1, e1 - e3]) {
+                            val.store(&mut o[col..]);
+                        }
                     }
                 }
             }
@@ -471,14 +469,10 @@ impl Kernel for GradientTransform<'_> {
                         let left = [e0, e0 + e1, e0 - e1, zero - e1];
                         let right = [o0, o0 + o1, o0 - o1, zero - o1];
                         let col = first + r * tw + tx;
-                        for (a, (l, rt)) in left.into_iter().zip(right).enumerate() {
-                            let [o0, o1, o2, o3] = &mut out[4 * a..4 * a + 4] else {
-                                unreachable!("four rows")
-                            };
-                            l.store(&mut o0[col..]);
-                            (l + rt).store(&mut o1[col..]);
-                            (l - rt).store(&mut o2[col..]);
-                            (zero - rt).store(&mut o3[col..]);
+                        for ((l, rt), quad) in left.into_iter().zip(right).zip(out.chunks_exact_mut(4)) {
+                            for (o, val) in quad.iter_mut().zip([l, l + rt, l - rt, zero - rt]) {
+                                val.store(&mut o[col..]);
+                            }
                         }
                     }
                 }

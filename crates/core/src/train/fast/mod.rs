@@ -357,7 +357,7 @@ impl FastTrainer {
         for g in &mut self.grads {
             self.spare.give(std::mem::take(g));
         }
-        let mut d = self.spare.take(self.values[out].len(), false);
+        let mut d = self.spare.take(self.values[out].len());
         let (loss, correct) = ops::cross_entropy(&self.values[out], &labels, k, &mut d);
         self.grads[out] = d;
         Ok((loss, correct))
@@ -501,11 +501,8 @@ impl FastTrainer {
             });
         }
         // x + x (a graph may say it; the zoo never does) counts twice. The image needs nothing.
-        let targets: Vec<(NodeId, f32)> = match a == b {
-            true => vec![(a, 2.0)],
-            false => vec![(a, 1.0), (b, 1.0)],
-        };
-        let targets: Vec<_> = targets.into_iter().filter(|&(t, _)| t != 0).collect();
+        let targets = if a == b { vec![(a, 2.0)] } else { vec![(a, 1.0), (b, 1.0)] };
+        let targets: Vec<(NodeId, f32)> = targets.into_iter().filter(|&(t, _)| t != 0).collect();
         for (k, &(t, times)) in targets.iter().enumerate() {
             let (mut d, unset) = Self::live_unset(&mut self.grads, &mut self.spare, &self.values, t);
             if unset && times == 1.0 && k + 1 == targets.len() {
@@ -532,7 +529,7 @@ impl FastTrainer {
     ) -> (Vec<f32>, bool) {
         let g = std::mem::take(&mut grads[j]);
         match g.is_empty() {
-            true => (spare.take(values[j].len(), false), true),
+            true => (spare.take(values[j].len()), true),
             false => (g, false),
         }
     }
@@ -540,12 +537,11 @@ impl FastTrainer {
     /// Node `j`'s gradient buffer, taken out: the one its consumers have summed into so far, or
     /// a zeroed one from the pool for the first.
     fn live(grads: &mut [Vec<f32>], spare: &mut GradPool, values: &[Vec<f32>], j: NodeId) -> Vec<f32> {
-        let g = std::mem::take(&mut grads[j]);
-        if g.is_empty() {
-            spare.take(values[j].len(), true)
-        } else {
-            g
+        let (mut g, unset) = Self::live_unset(grads, spare, values, j);
+        if unset {
+            g.fill(0.0);
         }
+        g
     }
 
     /// Loss and every parameter's gradient on one batch, changing nothing (tests compare them
@@ -655,17 +651,14 @@ impl FastTrainer {
 struct GradPool(Vec<Vec<f32>>);
 
 impl GradPool {
-    /// A buffer of `len`, zeroed or with whatever it held: the smallest spare that holds it,
+    /// A buffer of `len` with whatever it held (zero where it grew): the smallest spare that holds it,
     /// else the largest grown.
-    fn take(&mut self, len: usize, zeroed: bool) -> Vec<f32> {
+    fn take(&mut self, len: usize) -> Vec<f32> {
         let fits = (0..self.0.len()).filter(|&k| self.0[k].capacity() >= len);
         let pick = fits
             .min_by_key(|&k| self.0[k].capacity())
             .or_else(|| (0..self.0.len()).max_by_key(|&k| self.0[k].capacity()));
         let mut g = pick.map(|k| self.0.swap_remove(k)).unwrap_or_default();
-        if zeroed {
-            g.clear();
-        }
         g.truncate(len);
         g.resize(len, 0.0);
         g
