@@ -206,6 +206,29 @@ fn small_graphs() {
     }
 }
 
+/// A conv output read by a BatchNorm and by a residual add: the add's backward writes that
+/// gradient first, so the BatchNorm adds its own to it (not the in-place path); with and
+/// without the fused ReLU.
+#[test]
+fn batchnorm_input_with_a_second_consumer() {
+    use resnet_core::spec::GraphBuilder;
+    use resnet_core::Shape;
+    for relu in [false, true] {
+        let mut g = GraphBuilder::new(Shape::new(3, 8, 8));
+        let x = g.input();
+        let x = g.conv("c", x, 8, 3, 1, 1, false);
+        let mut y = g.bn("bn", x);
+        if relu {
+            y = g.relu("relu", y);
+        }
+        let y = g.add("add", y, x);
+        let y = g.adaptive_avg_pool("pool", y, 1, 1);
+        let y = g.flatten("flatten", y, 8);
+        g.linear("fc", y, 3);
+        same_training(&format!("bn + add, relu {relu}"), g.finish(), (3, 8, 8), 4, 2e-3);
+    }
+}
+
 #[test]
 fn pools_after_relu() {
     use resnet_core::spec::GraphBuilder;

@@ -384,7 +384,7 @@ impl FastTrainer {
             if src == 0 && !matches!(kind, Kind::Conv { .. } | Kind::Linear { .. }) {
                 continue;
             }
-            let dy = Self::live(&mut self.grads, &mut self.spare, &self.values, i);
+            let mut dy = Self::live(&mut self.grads, &mut self.spare, &self.values, i);
             if let Kind::Add { relu } = *kind {
                 let other = self.owner[inputs[1]];
                 self.add_backward(layout, i, dy, relu, [src, other]);
@@ -433,19 +433,22 @@ impl FastTrainer {
                     ops::bn_backward(
                         (so.c, so.h * so.w),
                         x,
-                        y,
-                        &dy,
+                        &mut dy,
                         &self.params[*weight].data,
                         *relu,
                         &self.bn_saved[*slot],
                         &mut dg,
                         &mut db,
-                        (&mut dx, unset),
+                        (!unset).then_some(dx.as_mut_slice()),
                         sh,
                         scratch,
                     );
                     self.params[*weight].grad = dg;
                     self.params[*bias].grad = db;
+                    if unset {
+                        // The input gradient was written over `dy`: that buffer is `dx` now.
+                        std::mem::swap(&mut dx, &mut dy);
+                    }
                 }
                 Kind::Relu => ops::elementwise(&mut dx, sh, si.elements(), scratch, |at, d| {
                     ops::add_masked(d, &dy[at..], Some(&y[at..]), 1.0)

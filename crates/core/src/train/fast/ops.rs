@@ -421,6 +421,10 @@ pub struct BnSaved {
     /// Biased batch variance (what normalises).
     pub var: Vec<f32>,
     pub inv_std: Vec<f32>,
+    /// `γ/σ` and `β − μγ/σ`: the forward's affine map, kept so that backward recomputes the
+    /// ReLU's mask bit for bit from `x` instead of reading the output.
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
 }
 
 /// BatchNorm with batch statistics, `y = relu?(γ·(x − μ)/σ + β)`.
@@ -470,8 +474,9 @@ pub fn bn_forward(
         saved.var[c] = var as f32;
         saved.inv_std[c] = (1.0 / (var + eps).sqrt()) as f32;
     }
-    let scale: Vec<f32> = (0..channels).map(|c| gamma[c] * saved.inv_std[c]).collect();
-    let shift: Vec<f32> = (0..channels).map(|c| beta[c] - saved.mean[c] * scale[c]).collect();
+    saved.scale = (0..channels).map(|c| gamma[c] * saved.inv_std[c]).collect();
+    saved.shift = (0..channels).map(|c| beta[c] - saved.mean[c] * saved.scale[c]).collect();
+    let (scale, shift) = (&saved.scale, &saved.shift);
     shards.run(y, per, scratch, |images, out, _| {
         for (i, img) in images.enumerate() {
             let src = &x[img * per..][..per];
@@ -487,25 +492,36 @@ pub fn bn_forward(
     });
 }
 
-/// BatchNorm's backward (through its ReLU when fused, masked by the output `y`): `dgamma`,
-/// `dbeta` overwritten, `dx` added to (overwritten when `unset`: it holds no gradient yet).
+/// BatchNorm's backward (through its ReLU when fused): `dgamma`, `dbeta` overwritten; the input
+/// gradient added to `dx`, or, without one (no other consumer has written it yet), written over
+/// `dy` in its buffer. The ReLU's mask comes from `x` through the forward's own affine map, so
+/// neither the output nor a fresh buffer is read: two passes over `dy` and `x`, one write.
 #[allow(clippy::too_many_arguments)]
 pub fn bn_backward(
     (channels, plane): (usize, usize),
     x: &[f32],
-    y: &[f32],
-    dy: &[f32],
+    dy: &mut [f32],
     gamma: &[f32],
     relu: bool,
     saved: &BnSaved,
     dgamma: &mut [f32],
     dbeta: &mut [f32],
-    (dx, unset): (&mut [f32], bool),
+    dx: Option<&mut [f32]>,
     shards: &Shards,
     scratch: &mut [Scratch],
 ) {
     let per = channels * plane;
-    let grad = |g: f32, y: f32| if relu && y <= 0.0 { 0.0 } else { g };
+    // `y = max(x·a + b, 0)` was 0 exactly where `x·a + b > 0` fails (NaN included).
+    let grad = |g: f32, x: f32, (a, b): (f32, f32)| {
+        let live = x * a + b > 0.0;
+        if relu && !live {
+            0.0
+        } else {
+            g
+        }
+    };
+    let affine = |c: usize| (saved.scale[c], saved.shift[c]);
+    let dy_in: &[f32] = dy;
     shards.run(&mut [], 0, scratch, |images, _, s| {
         let acc = &mut s.sums[..2 * channels];
         acc.fill(0.0);
@@ -513,10 +529,10 @@ pub fn bn_backward(
             let at = img * per;
             for c in 0..channels {
                 let r = at + c * plane..at + (c + 1) * plane;
-                let (m, is) = (saved.mean[c], saved.inv_std[c]);
-                let (dy, y, x) = (&dy[r.clone()], &y[r.clone()], &x[r]);
+                let (m, is, ab) = (saved.mean[c], saved.inv_std[c], affine(c));
+                let (dy, x) = (&dy_in[r.clone()], &x[r]);
                 let (sg, sgx) =
-                    lane_sum3_pair(dy, y, x, |g, y, _| grad(g, y), |g, y, x| grad(g, y) * (x - m));
+                    lane_sum3_pair(dy, x, x, |g, x, _| grad(g, x, ab), |g, x, _| grad(g, x, ab) * (x - m));
                 acc[2 * c] += sg as f64;
                 acc[2 * c + 1] += (sgx * is) as f64;
             }
@@ -530,22 +546,29 @@ pub fn bn_backward(
     }
     let mg: Vec<f32> = (0..channels).map(|c| (sums[2 * c] / count) as f32).collect();
     let mgx: Vec<f32> = (0..channels).map(|c| (sums[2 * c + 1] / count) as f32).collect();
-    shards.run(dx, per, scratch, |images, out, _| {
-        for (i, img) in images.enumerate() {
-            let at = img * per;
-            for c in 0..channels {
-                let r = at + c * plane..at + (c + 1) * plane;
-                let (m, is, k) = (saved.mean[c], saved.inv_std[c], gamma[c] * saved.inv_std[c]);
-                let o = &mut out[i * per + c * plane..][..plane];
-                let dx = dy[r.clone()].iter().zip(&y[r.clone()]).zip(&x[r]);
-                let dx = dx.map(|((&g, &y), &x)| k * (grad(g, y) - mg[c] - (x - m) * is * mgx[c]));
-                match unset {
-                    true => o.iter_mut().zip(dx).for_each(|(o, v)| *o = v),
-                    false => o.iter_mut().zip(dx).for_each(|(o, v)| *o += v),
-                }
+    // Per channel: the input gradient of one element from its `dy` and `x`.
+    let dx_of = |c: usize| {
+        let (m, is, k, ab) = (saved.mean[c], saved.inv_std[c], gamma[c] * saved.inv_std[c], affine(c));
+        let (mg, mgx) = (mg[c], mgx[c]);
+        move |g: f32, x: f32| k * (grad(g, x, ab) - mg - (x - m) * is * mgx)
+    };
+    match dx {
+        None => shards.run(dy, per, scratch, |images, out, _| {
+            let planes = out.chunks_exact_mut(plane).zip(x[images.start * per..].chunks_exact(plane));
+            for (i, (d, x)) in planes.enumerate() {
+                let f = dx_of(i % channels);
+                d.iter_mut().zip(x).for_each(|(d, &x)| *d = f(*d, x));
             }
-        }
-    });
+        }),
+        Some(dx) => shards.run(dx, per, scratch, |images, out, _| {
+            let (dy, x) = (&dy_in[images.start * per..], &x[images.start * per..]);
+            let planes = out.chunks_exact_mut(plane).zip(dy.chunks_exact(plane).zip(x.chunks_exact(plane)));
+            for (i, (d, (g, x))) in planes.enumerate() {
+                let f = dx_of(i % channels);
+                d.iter_mut().zip(g).zip(x).for_each(|((d, &g), &x)| *d += f(g, x));
+            }
+        }),
+    }
 }
 
 /// Elementwise over the batch in parallel: `f(index range, out chunk)`.
