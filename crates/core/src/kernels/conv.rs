@@ -157,7 +157,7 @@ impl PreparedConv {
                         residual: res.map(|r| &r[k * runs * out_len..][..images * out_len]),
                         relu,
                     };
-                    wino.forward_images(x, images, (h, w), y, &epi, false);
+                    wino.forward_images(x, images, (h, w), y, &epi);
                 });
                 return;
             }

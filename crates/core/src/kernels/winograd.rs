@@ -102,13 +102,12 @@ impl Winograd3x3 {
         for_each_mut(&mut pieces, matches!(split, Split::Blocks(_)), |b, planes| {
             let ty0 = b * rows_per_block;
             let rows = [Rows { image: 0, ty0, rows: rows_per_block.min(th - ty0) }];
-            self.block(x, (h, w), &rows, planes, epi, false, inner);
+            self.block(x, (h, w), &rows, planes, epi, inner);
         });
     }
 
     /// `n` images on this thread (the training plan's shards): `x` `[n, in_ch, h, w]` → `out`
-    /// `[n, out_ch, h, w]` with the epilogue (its residual shaped like `out`), or added to `out`
-    /// with `accumulate`. Small planes go several whole images to a block, so the 16 products
+    /// `[n, out_ch, h, w]` with the epilogue (its residual shaped like `out`). Small planes go several whole images to a block, so the 16 products
     /// are as wide as a block allows, not one 8×8 image's 16 tiles.
     pub fn forward_images(
         &self,
@@ -117,7 +116,6 @@ impl Winograd3x3 {
         (h, w): (usize, usize),
         out: &mut [f32],
         epi: &Epilogue,
-        accumulate: bool,
     ) {
         let (oc, ic, hw) = (self.out_ch, self.in_ch, h * w);
         assert_eq!(x.len(), n * ic * hw, "input shape");
@@ -125,7 +123,7 @@ impl Winograd3x3 {
         assert!(epi.bias.is_none_or(|b| b.len() == oc) && epi.residual.is_none_or(|r| r.len() == out.len()));
         for rows in batch_blocks(n, (h, w), ic.max(oc)) {
             let mut planes = block_planes(out, &rows, oc, (h, w));
-            self.block(x, (h, w), &rows, &mut planes, epi, accumulate, false);
+            self.block(x, (h, w), &rows, &mut planes, epi, false);
         }
     }
 
@@ -141,7 +139,6 @@ impl Winograd3x3 {
         rows: &[Rows],
         planes: &mut [&mut [f32]],
         epi: &Epilogue,
-        accumulate: bool,
         par: bool,
     ) {
         let (oc, ic) = (self.out_ch, self.in_ch);
@@ -180,7 +177,6 @@ impl Winograd3x3 {
                 bias: epi.bias.map_or(0.0, |b| b[o]),
                 residual,
                 relu: epi.relu,
-                accumulate,
                 dst,
             })
         });
@@ -356,7 +352,6 @@ struct OutputPlane<'a> {
     bias: f32,
     residual: Option<&'a [f32]>,
     relu: bool,
-    accumulate: bool,
     dst: &'a mut [f32],
 }
 
@@ -364,7 +359,7 @@ impl Kernel for OutputPlane<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Lanes>(self) {
-        let OutputPlane { m, out_ch, bs, o, first, rows, w, bias, residual, relu, accumulate, dst } = self;
+        let OutputPlane { m, out_ch, bs, o, first, rows, w, bias, residual, relu, dst } = self;
         let (n, tw, bias) = (S::N, w.div_ceil(2), S::splat(bias));
         // Output rows of this piece (the last tile row of an odd-height plane has one).
         let out_rows = dst.len() / w;
@@ -396,9 +391,6 @@ impl Kernel for OutputPlane<'_> {
                             if relu {
                                 val = val.relu();
                             }
-                            if accumulate {
-                                val = val + S::load(&dst[p + n * k..]);
-                            }
                             val.store(&mut dst[p + n * k..]);
                         }
                     } else {
@@ -410,10 +402,7 @@ impl Kernel for OutputPlane<'_> {
                             if relu {
                                 val = val.max(0.0);
                             }
-                            match accumulate {
-                                true => dst[p + k] += val,
-                                false => dst[p + k] = val,
-                            }
+                            dst[p + k] = val;
                         }
                     }
                 }
@@ -482,43 +471,160 @@ impl Kernel for GradientTransform<'_> {
     }
 }
 
-/// The weight gradient of a 3×3, stride 1, padding 1 conv over `n` images, in the Winograd
-/// domain: `du` (`[16][out_ch][in_ch]`) gets `Σ ∂L/∂M[ξ] · V[ξ]ᵀ` added, 16 products of
-/// `out × tiles × in` (4 multiply-adds per output pixel and channel pair, against im2col's 9).
-/// [`weights_from_transformed`] turns the sum into the gradient of the weights.
-pub fn transformed_weight_grad(
-    x: &[f32],
-    dy: &[f32],
-    n: usize,
-    (out_ch, in_ch): (usize, usize),
-    (h, w): (usize, usize),
-    du: &mut [f32],
-) {
-    let (oc, ic, hw) = (out_ch, in_ch, h * w);
-    assert_eq!(x.len(), n * ic * hw, "input shape");
-    assert_eq!(dy.len(), n * oc * hw, "output gradient shape");
-    assert!(du.len() >= 16 * oc * ic, "gradient buffer");
-    let tw = w.div_ceil(2);
-    for rows in batch_blocks(n, (h, w), ic.max(oc)) {
-        let nt = rows.iter().map(|r| r.rows).sum::<usize>() * tw;
-        let bs = nt + SPARE;
-        let mut v = take_scratch(16 * ic * bs);
-        let mut dm = take_scratch(16 * oc * bs);
-        input_transform(x, ic, (h, w), &rows, &mut v, bs, false);
-        let dm_block = GradientTransform { dy, channels: oc, h, w, rows: &rows, dm: &mut dm, bs };
-        Width::for_items(tw).run(dm_block);
-        for (xi, dst) in du[..16 * oc * ic].chunks_exact_mut(oc * ic).enumerate() {
-            let dmv = View { data: &dm[xi * bs..], rows: oc, cols: nt, rs: 16 * bs, cs: 1 };
-            let vt = View { data: &v[xi * bs..], rows: nt, cols: ic, rs: 1, cs: 16 * bs };
-            gemm_view(dmv, vt, dst, ic, true, false);
+impl Winograd3x3 {
+    /// This conv's backward over `n` images on this thread (the training plan's shards), from one
+    /// gradient transform `∂L/∂M = A dY Aᵀ` of `dy` per block:
+    /// - the weight gradient in the Winograd domain: `du` (`[16][out_ch][in_ch]`) gets
+    ///   `Σ ∂L/∂M[ξ] · V[ξ]ᵀ` added, 16 products of `out × tiles × in` (4 multiply-adds per output
+    ///   pixel and channel pair, against im2col's 9); [`weights_from_transformed`] turns the sum
+    ///   into the gradient of the weights;
+    /// - with `dx`, the input gradient: `∂L/∂V[ξ] = U[ξ]ᵀ · ∂L/∂M[ξ]`, taken back to the input by
+    ///   the input transform's adjoint ([`InputAdjoint`]), added to `dx` (`[n, in_ch, h, w]`) or,
+    ///   when `accumulate` is false, written over whatever it held. The same multiply-adds as a
+    ///   conv of `dy` with the flipped weights, one transform fewer, no flipped weights.
+    pub fn backward_images(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        n: usize,
+        (h, w): (usize, usize),
+        du: &mut [f32],
+        mut dx: Option<(&mut [f32], bool)>,
+    ) {
+        let (oc, ic, hw) = (self.out_ch, self.in_ch, h * w);
+        assert_eq!(x.len(), n * ic * hw, "input shape");
+        assert_eq!(dy.len(), n * oc * hw, "output gradient shape");
+        assert!(du.len() >= 16 * oc * ic, "gradient buffer");
+        assert!(dx.as_ref().is_none_or(|(dx, _)| dx.len() == x.len()), "input gradient shape");
+        let tw = w.div_ceil(2);
+        let width = Width::for_items(tw);
+        for rows in batch_blocks(n, (h, w), ic.max(oc)) {
+            let nt = rows.iter().map(|r| r.rows).sum::<usize>() * tw;
+            let bs = nt + SPARE;
+            let mut v = take_scratch(16 * ic * bs);
+            let mut dm = take_scratch(16 * oc * bs);
+            input_transform(x, ic, (h, w), &rows, &mut v, bs, false);
+            width.run(GradientTransform { dy, channels: oc, h, w, rows: &rows, dm: &mut dm, bs });
+            for (xi, dst) in du[..16 * oc * ic].chunks_exact_mut(oc * ic).enumerate() {
+                let dmv = View { data: &dm[xi * bs..], rows: oc, cols: nt, rs: 16 * bs, cs: 1 };
+                let vt = View { data: &v[xi * bs..], rows: nt, cols: ic, rs: 1, cs: 16 * bs };
+                gemm_view(dmv, vt, dst, ic, true, false);
+            }
+            if let Some((dx, accumulate)) = dx.as_mut() {
+                // V is spent: ∂L/∂V takes its place, `[in_ch][16][bs]` as V was.
+                for xi in 0..16 {
+                    let ut = View { data: &self.u[xi * oc * ic..], rows: ic, cols: oc, rs: 1, cs: ic };
+                    let dmv = View { data: &dm[xi * bs..], rows: oc, cols: nt, rs: 16 * bs, cs: 1 };
+                    gemm_view(ut, dmv, &mut v[xi * bs..], 16 * bs, false, false);
+                }
+                let adjoint =
+                    InputAdjoint { dv: &v, channels: ic, h, w, rows: &rows, bs, dx, accumulate: *accumulate };
+                width.run(adjoint);
+            }
+            give_scratch(v);
+            give_scratch(dm);
         }
-        give_scratch(v);
-        give_scratch(dm);
+    }
+}
+
+/// The input transform's adjoint: each tile's `∂L/∂V` (`dv`: `[channels][16][bs]`) taken back to
+/// its 4×4 input patch, `B ∂L/∂V Bᵀ`, the patches' overlaps summed, into the rows of `dx`
+/// (`[n, channels, h, w]`) under `rows`. A tile row's lower two patch rows are written (added to
+/// with `accumulate`), its upper two added to the rows the tile row above wrote — in the block
+/// before for a block's first tile row, so the blocks of an image must run in order on one
+/// thread, as [`batch_blocks`]' do here.
+struct InputAdjoint<'a> {
+    dv: &'a [f32],
+    channels: usize,
+    h: usize,
+    w: usize,
+    rows: &'a [Rows],
+    bs: usize,
+    dx: &'a mut [f32],
+    accumulate: bool,
+}
+
+impl Kernel for InputAdjoint<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Lanes>(self) {
+        let InputAdjoint { dv, channels, h, w, rows, bs, dx, accumulate } = self;
+        let (n, tw) = (S::N, w.div_ceil(2));
+        let first_tile = first_tiles(rows, tw);
+        // Per patch row and column, the tiles' values at index tile + 1 (index 0: the tile left
+        // of the plane, zero).
+        let sl = tw.next_multiple_of(n) + 2;
+        let mut cols = take_scratch(16 * sl);
+        cols.fill(0.0);
+        let zero = S::splat(0.0);
+        for ci in 0..channels {
+            let dv_rows: [&[f32]; 16] = std::array::from_fn(|xi| &dv[(ci * 16 + xi) * bs..][..bs]);
+            for (seg, &first) in rows.iter().zip(&first_tile) {
+                let plane = &mut dx[(seg.image * channels + ci) * h * w..][..h * w];
+                for r in 0..seg.rows {
+                    let ty = seg.ty0 + r;
+                    for tx in (0..tw).step_by(n) {
+                        let col = first + r * tw + tx;
+                        let q: [S; 16] = std::array::from_fn(|xi| S::load(&dv_rows[xi][col..]));
+                        // B q Bᵀ: Bᵀ's columns give the patch rows (and then columns) as
+                        // [q0, q1 − q2 + q3, q1 + q2 − q0, −q3].
+                        let bt = |a: S, b: S, c: S, d: S| [a, b - c + d, b + c - a, zero - d];
+                        let by_col: [[S; 4]; 4] =
+                            std::array::from_fn(|s| bt(q[s], q[4 + s], q[8 + s], q[12 + s]));
+                        for k in 0..4 {
+                            let patch_row = bt(by_col[0][k], by_col[1][k], by_col[2][k], by_col[3][k]);
+                            for (s, val) in patch_row.into_iter().enumerate() {
+                                val.store(&mut cols[(4 * k + s) * sl + tx + 1..]);
+                            }
+                        }
+                    }
+                    // Patch row k lands on plane row 2ty − 1 + k; rows 2ty − 1 and 2ty were
+                    // written by the tile row above (or the block before): added to. Patch column
+                    // s of tile t lands on column 2t − 1 + s: even column 2t sums s = 1 of tile t
+                    // and s = 3 of tile t − 1, odd column 2t + 1 sums s = 2 of tile t and s = 0 of
+                    // tile t + 1.
+                    for k in 0..4 {
+                        let Some(y) = (2 * ty + k).checked_sub(1).filter(|&y| y < h) else { continue };
+                        let add = accumulate || (k < 2 && ty > 0);
+                        // `s = 0` of the tile right of the plane (read for column 2tw − 1) holds
+                        // a spare lane of ∂L/∂V: zero.
+                        cols[4 * k * sl + tw + 1] = 0.0;
+                        let c = |s: usize| &cols[(4 * k + s) * sl..][..sl];
+                        let row = &mut plane[y * w..][..w];
+                        for tx in (0..tw).step_by(n) {
+                            let even = S::load(&c(1)[tx + 1..]) + S::load(&c(3)[tx..]);
+                            let odd = S::load(&c(2)[tx + 1..]) + S::load(&c(0)[tx + 2..]);
+                            let halves = [S::zip_lo(even, odd), S::zip_hi(even, odd)];
+                            let ox = 2 * tx;
+                            if ox + 2 * n <= w {
+                                for (j, mut val) in halves.into_iter().enumerate() {
+                                    if add {
+                                        val = val + S::load(&row[ox + j * n..]);
+                                    }
+                                    val.store(&mut row[ox + j * n..]);
+                                }
+                            } else {
+                                let mut vals = [0f32; 2 * SPARE];
+                                halves[0].store(&mut vals);
+                                halves[1].store(&mut vals[n..]);
+                                for (d, &v) in row[ox..].iter_mut().zip(&vals[..(w - ox).min(2 * n)]) {
+                                    match add {
+                                        true => *d += v,
+                                        false => *d = v,
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        give_scratch(cols);
     }
 }
 
 /// `∂L/∂g = Gᵀ (∂L/∂U) G` for every kernel: `du` `[16][out_ch][in_ch]` (from
-/// [`transformed_weight_grad`]) → `dw` `[out_ch][in_ch][3][3]`, overwritten.
+/// [`Winograd3x3::backward_images`]) → `dw` `[out_ch][in_ch][3][3]`, overwritten.
 pub fn weights_from_transformed(du: &[f32], out_ch: usize, in_ch: usize, dw: &mut [f32]) {
     let (oc, ic) = (out_ch, in_ch);
     assert!(du.len() >= 16 * oc * ic && dw.len() >= 9 * oc * ic, "gradient buffers");
@@ -633,7 +739,7 @@ mod tests {
     }
 
     /// Several images at once, blocks of whole images (small planes) or of tile rows (large
-    /// ones), odd sizes, with the epilogue, overwriting or adding to the output.
+    /// ones), odd sizes, with the epilogue (with and without its ReLU).
     #[test]
     fn images_match_direct_image_by_image() {
         let mut rng = crate::rng::Rng::new(11);
@@ -650,17 +756,15 @@ mod tests {
             let wt: Vec<f32> = (0..oc * ic * 9).map(|_| rng.normal()).collect();
             let bias: Vec<f32> = (0..oc).map(|_| rng.normal()).collect();
             let res: Vec<f32> = (0..n * per_y).map(|_| rng.normal()).collect();
-            let before: Vec<f32> = (0..n * per_y).map(|_| rng.normal()).collect();
             let wino = Winograd3x3::new(&wt, oc, ic);
-            for (accumulate, width) in Width::available().into_iter().flat_map(|w| [(false, w), (true, w)]) {
-                let epi = Epilogue { bias: Some(&bias), residual: Some(&res), relu: !accumulate };
-                let mut got = before.clone();
-                with_width_limit(width, || wino.forward_images(&x, n, (h, w), &mut got, &epi, accumulate));
+            for (relu, width) in Width::available().into_iter().flat_map(|w| [(false, w), (true, w)]) {
+                let epi = Epilogue { bias: Some(&bias), residual: Some(&res), relu };
+                let mut got = vec![f32::NAN; n * per_y];
+                with_width_limit(width, || wino.forward_images(&x, n, (h, w), &mut got, &epi));
                 for i in 0..n {
                     let one = Epilogue { residual: Some(&res[i * per_y..][..per_y]), ..epi };
                     let want = direct(&x[i * per_x..][..per_x], &wt, (oc, ic, h, w), &one);
                     for (j, (a, b)) in want.iter().zip(&got[i * per_y..][..per_y]).enumerate() {
-                        let a = a + if accumulate { before[i * per_y + j] } else { 0.0 };
                         assert!(
                             (a - b).abs() < 1e-4,
                             "{width:?} {n}×{oc}×{ic}×{h}×{w}, image {i}, {j}: {a} vs {b}"
@@ -674,26 +778,37 @@ mod tests {
     /// The weight gradient through the Winograd domain is the direct one,
     /// `Σ dy[n, o, y, x] · x[n, i, y + ky − 1, x + kx − 1]`, summed into what `du` held.
     #[test]
-    fn transformed_weight_gradient_matches_direct() {
+    fn backward_matches_direct() {
         let mut rng = crate::rng::Rng::new(5);
-        for (n, oc, ic, h, w) in
-            [(6, 64, 32, 8, 8), (3, 8, 5, 9, 7), (2, 5, 3, 11, 15), (2, 4, 6, 40, 36), (4, 3, 2, 1, 3)]
-        {
+        // Several small images per block, whole images, and row blocks (64 channels: 64 tiles a
+        // block) with odd sizes, so that blocks share plane rows.
+        for (n, oc, ic, h, w) in [
+            (6, 64, 32, 8, 8),
+            (3, 8, 5, 9, 7),
+            (2, 5, 3, 11, 15),
+            (2, 4, 6, 40, 36),
+            (4, 3, 2, 1, 3),
+            (2, 64, 48, 19, 22),
+            (3, 40, 64, 13, 2),
+        ] {
             let x: Vec<f32> = (0..n * ic * h * w).map(|_| rng.normal()).collect();
             let dy: Vec<f32> = (0..n * oc * h * w).map(|_| rng.normal()).collect();
-            let mut want = vec![0f64; oc * ic * 9];
+            let wt: Vec<f32> = (0..oc * ic * 9).map(|_| rng.normal()).collect();
+            let before: Vec<f32> = (0..x.len()).map(|_| rng.normal()).collect();
+            let (mut want_dw, mut want_dx) = (vec![0f64; oc * ic * 9], vec![0f64; x.len()]);
             for b in 0..n {
                 for o in 0..oc {
                     for i in 0..ic {
-                        for (k, acc) in want[(o * ic + i) * 9..][..9].iter_mut().enumerate() {
+                        for k in 0..9 {
                             let (ky, kx) = (k / 3, k % 3);
                             for y in 0..h {
                                 for xx in 0..w {
                                     let (sy, sx) = ((y + ky).wrapping_sub(1), (xx + kx).wrapping_sub(1));
                                     if sy < h && sx < w {
-                                        *acc += (dy[((b * oc + o) * h + y) * w + xx]
-                                            * x[((b * ic + i) * h + sy) * w + sx])
-                                            as f64;
+                                        let g = dy[((b * oc + o) * h + y) * w + xx] as f64;
+                                        let at = ((b * ic + i) * h + sy) * w + sx;
+                                        want_dw[(o * ic + i) * 9 + k] += g * x[at] as f64;
+                                        want_dx[at] += g * wt[(o * ic + i) * 9 + k] as f64;
                                     }
                                 }
                             }
@@ -701,37 +816,50 @@ mod tests {
                     }
                 }
             }
-            for width in Width::available() {
-                // Two halves of the batch summed into one buffer, as the training plan's shards are.
-                let mut du = vec![0f32; 16 * oc * ic];
-                let half = n / 2;
-                let (px, py) = (ic * h * w, oc * h * w);
-                with_width_limit(width, || {
-                    transformed_weight_grad(
-                        &x[..half * px],
-                        &dy[..half * py],
-                        half,
-                        (oc, ic),
-                        (h, w),
-                        &mut du,
-                    );
-                    transformed_weight_grad(
-                        &x[half * px..],
-                        &dy[half * py..],
-                        n - half,
-                        (oc, ic),
-                        (h, w),
-                        &mut du,
-                    );
-                });
-                let mut got = vec![f32::NAN; oc * ic * 9];
-                weights_from_transformed(&du, oc, ic, &mut got);
-                let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
-                for (j, (a, b)) in want.iter().zip(&got).enumerate() {
+            let wino = Winograd3x3::new(&wt, oc, ic);
+            let close = |what: &str, want: &[f64], got: &[f32], base: Option<&[f32]>| {
+                let scale = want.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
+                for (j, (a, b)) in want.iter().zip(got).enumerate() {
+                    let a = a + base.map_or(0.0, |s| s[j] as f64);
                     let off = ((a - *b as f64) / scale).abs();
-                    assert!(off < 1e-5, "{width:?} {n}×{oc}×{ic}×{h}×{w}, {j}: {a} vs {b}");
+                    assert!(off < 1e-5, "{what} {n}×{oc}×{ic}×{h}×{w}, {j}: {a} vs {b}");
+                }
+            };
+            for width in Width::available() {
+                for accumulate in [false, true] {
+                    // Two halves of the batch summed into one buffer, as the training plan's
+                    // shards are; dx holds garbage (NaN) where it is written, not added to.
+                    let mut du = vec![0f32; 16 * oc * ic];
+                    let mut dx = match accumulate {
+                        true => before.clone(),
+                        false => vec![f32::NAN; x.len()],
+                    };
+                    let half = n / 2;
+                    let (px, py) = (ic * h * w, oc * h * w);
+                    with_width_limit(width, || {
+                        let (dx0, dx1) = dx.split_at_mut(half * px);
+                        let (x, dy) =
+                            ((&x[..half * px], &x[half * px..]), (&dy[..half * py], &dy[half * py..]));
+                        wino.backward_images(x.0, dy.0, half, (h, w), &mut du, Some((dx0, accumulate)));
+                        wino.backward_images(x.1, dy.1, n - half, (h, w), &mut du, Some((dx1, accumulate)));
+                    });
+                    let mut got = vec![f32::NAN; oc * ic * 9];
+                    weights_from_transformed(&du, oc, ic, &mut got);
+                    close(&format!("{width:?} dw"), &want_dw, &got, None);
+                    close(
+                        &format!("{width:?} dx {accumulate}"),
+                        &want_dx,
+                        &dx,
+                        accumulate.then_some(&before),
+                    );
                 }
             }
+            // Without dx: the weight gradient alone.
+            let mut du = vec![0f32; 16 * oc * ic];
+            wino.backward_images(&x, &dy, n, (h, w), &mut du, None);
+            let mut got = vec![f32::NAN; oc * ic * 9];
+            weights_from_transformed(&du, oc, ic, &mut got);
+            close("dw alone", &want_dw, &got, None);
         }
     }
 

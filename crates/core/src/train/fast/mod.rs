@@ -113,9 +113,9 @@ pub struct FastTrainer {
     grads: Vec<Vec<f32>>,
     spare: GradPool,
     scratch: Vec<Scratch>,
-    /// The flipped weights of the conv whose backward runs (one conv at a time).
+    /// The flipped weights of the im2col conv whose backward runs (one conv at a time).
     flipped: Vec<f32>,
-    /// The Winograd transform of the conv that runs (forward: its weights; backward: flipped).
+    /// The Winograd transform of the weights of the conv that runs, forward or backward.
     wino: Winograd3x3,
 }
 

@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use crate::kernels::gemm::{gemm_view, View};
 use crate::kernels::im2col::{col2im_band, im2col, phases_into, ConvGeometry};
-use crate::kernels::winograd::{transformed_weight_grad, weights_from_transformed, Winograd3x3};
+use crate::kernels::winograd::{weights_from_transformed, Winograd3x3};
 use crate::kernels::Epilogue;
 use crate::spec::Pool;
 
@@ -119,8 +119,8 @@ pub struct ConvShape {
     /// flipped and transposed and padding `k − 1 − pad`, so it runs as im2col + gemm like the
     /// forward pass (`[c] × [out_ch·k·k]` by band) instead of a scatter through col2im.
     pub dx_conv: Option<(ConvGeometry, usize)>,
-    /// 3×3, stride 1, padding 1: forward and the input's gradient (a conv of the same kind)
-    /// by Winograd's F(2×2, 3×3), 2.25× fewer multiply-adds than im2col.
+    /// 3×3, stride 1, padding 1: forward and backward by Winograd's F(2×2, 3×3), 2.25× fewer
+    /// multiply-adds than im2col; no column matrix, no flipped weights.
     pub winograd: bool,
 }
 
@@ -148,16 +148,19 @@ impl ConvShape {
     }
 
     pub fn cols_len(&self) -> usize {
-        if self.pointwise() {
+        if self.pointwise() || self.winograd {
             return 0;
         }
         let dx = self.dx_conv.map_or(0, |(t, band)| t.rows() * band * t.ow);
         (self.g.rows() * self.band * self.g.ow).max(dx)
     }
 
-    /// Floats of the flipped weights [`conv_backward`] keeps for `dx_conv`.
+    /// Floats of the flipped weights [`conv_backward`] keeps for `dx_conv` (im2col's).
     pub fn flipped_len(&self) -> usize {
-        self.dx_conv.map_or(0, |_| self.out_ch * self.g.rows())
+        match self.winograd {
+            true => 0,
+            false => self.dx_conv.map_or(0, |_| self.out_ch * self.g.rows()),
+        }
     }
 
     fn bands(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
@@ -214,7 +217,7 @@ pub fn conv_forward(
         if let Some(wino) = wino {
             let xs = &x[images.start * inp..images.end * inp];
             let epi = Epilogue { bias: b, residual: None, relu: false };
-            wino.forward_images(xs, images.len(), (g.h, g.w), out, &epi, false);
+            wino.forward_images(xs, images.len(), (g.h, g.w), out, &epi);
             return;
         }
         for (i, img) in images.enumerate() {
@@ -242,8 +245,9 @@ pub fn conv_forward(
 }
 
 /// The conv's backward: `dw` (and `db`) overwritten with the batch's gradients; `dx`, when
-/// given, gets the input's gradient added. `flipped` holds [`ConvShape::flipped_len`] floats;
-/// `wino` is where the flipped weights are transformed for a [`ConvShape::winograd`] conv.
+/// given, gets the input's gradient added (written where `dx_unset`). `flipped` holds
+/// [`ConvShape::flipped_len`] floats; `wino` is where a [`ConvShape::winograd`] conv's weights
+/// are transformed.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_backward(
     c: &ConvShape,
@@ -260,12 +264,12 @@ pub fn conv_backward(
     let (k, plane, inp) = (g.rows(), g.cols(), g.c * g.h * g.w);
     let wt = View::rows(w, c.out_ch, k, k).t();
     let dx_conv = c.dx_conv.filter(|_| dx.is_some());
-    if let Some((t, _)) = dx_conv {
+    if c.winograd {
+        // Backward in the Winograd domain needs this conv's own transformed weights.
+        wino.set_weights(w, c.out_ch, g.c);
+    } else if let Some((t, _)) = dx_conv {
         flip_transposed(w, (c.out_ch, g.c, g.k), &mut flipped[..c.out_ch * k]);
         debug_assert_eq!(t.rows(), k / g.c * c.out_ch);
-        if c.winograd {
-            wino.set_weights(&flipped[..c.out_ch * k], g.c, c.out_ch);
-        }
     }
     let wino = &*wino;
     let wflip = View::rows(flipped, g.c, c.out_ch * g.k * g.k, c.out_ch * g.k * g.k);
@@ -287,15 +291,12 @@ pub fn conv_backward(
         }
         if let Some(du) = winograd {
             // dW in the Winograd domain (the shard's sum of ∂L/∂U, turned into dW after the
-            // shards are summed); dx as the Winograd conv of dy with the flipped weights, added.
+            // shards are summed) and dx, both from one transform of dy.
             let xs = &x[images.start * inp..images.end * inp];
             let dys = &dy[images.start * c.out_ch * plane..images.end * c.out_ch * plane];
             dw[..du].fill(0.0);
-            transformed_weight_grad(xs, dys, images.len(), (c.out_ch, g.c), (g.h, g.w), dw);
-            if per > 0 {
-                let epi = Epilogue::default();
-                wino.forward_images(dys, images.len(), (g.oh, g.ow), dx_chunk, &epi, !dx_unset);
-            }
+            let dx = (per > 0).then_some((dx_chunk, !dx_unset));
+            wino.backward_images(xs, dys, images.len(), (g.h, g.w), dw, dx);
             return;
         }
         if dx_unset {
