@@ -12,7 +12,7 @@ use candle_core::{DType, Result, Tensor};
 
 use super::gemm::{matmul, matmul_one_thread, Mat};
 use super::im2col::{im2col, ConvGeometry};
-use super::winograd::Winograd3x3;
+use super::winograd::{Tile, Winograd3x3};
 use super::{
     bands_of, for_chunks, for_each_mut, free_threads, give_scratch, take_scratch, with_slice, Epilogue,
     Threads,
@@ -57,7 +57,7 @@ fn with_phases<R>(x: &[f32], g: &ConvGeometry, parallel: bool, f: impl FnOnce(&[
 /// Which kernel a conv runs on: decided here only, from its kernel size, stride and padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvPath {
-    /// 3×3, stride 1, padding 1: Winograd F(2×2, 3×3).
+    /// 3×3, stride 1, padding 1: Winograd, F(2×2, 3×3) or F(4×4, 3×3).
     Winograd,
     /// 1×1, stride 1, no padding: one gemm on the NCHW layout.
     Pointwise,
@@ -100,8 +100,20 @@ pub struct PreparedConv {
 }
 
 impl PreparedConv {
-    /// `weight`: `[out_ch, in_ch, k, k]`; `bias`: `[out_ch]`.
+    /// `weight`: `[out_ch, in_ch, k, k]`; `bias`: `[out_ch]`. A Winograd conv takes F(2×2, 3×3).
     pub fn new(weight: &Tensor, bias: Option<&Tensor>, padding: usize, stride: usize) -> Result<Self> {
+        Self::for_plane(weight, bias, padding, stride, None)
+    }
+
+    /// [`Self::new`] for a conv that will see `plane` (h, w) inputs: a Winograd conv takes the
+    /// tile that suits that size ([`Tile::for_plane`]). Other sizes still run, just as exactly.
+    pub fn for_plane(
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        padding: usize,
+        stride: usize,
+        plane: Option<(usize, usize)>,
+    ) -> Result<Self> {
         let (out_ch, in_ch, k, k2) = weight.dims4()?;
         if k != k2 {
             candle_core::bail!("fast conv: square kernels only, got {k}×{k2}");
@@ -115,7 +127,10 @@ impl PreparedConv {
             );
         }
         let kernel = match ConvPath::of(k, stride, padding) {
-            ConvPath::Winograd => Kernel::Winograd(Winograd3x3::new(&weight, out_ch, in_ch)),
+            ConvPath::Winograd => {
+                let tile = plane.map_or(Tile::F2, |p| Tile::for_plane(out_ch, in_ch, p));
+                Kernel::Winograd(Winograd3x3::with_tile(&weight, out_ch, in_ch, tile))
+            }
             ConvPath::Pointwise => Kernel::Pointwise(weight),
             ConvPath::Im2col => Kernel::Im2col(weight),
         };

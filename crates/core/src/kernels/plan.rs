@@ -33,6 +33,16 @@ impl FusedConv {
     }
 }
 
+/// Each node's input plane (h, w) at the graph's own input size, for choosing kernels; `None`
+/// where the shapes do not follow.
+fn input_planes(graph: &Graph) -> impl Fn(NodeId) -> Option<(usize, usize)> + '_ {
+    let shapes = graph.shapes(None).ok();
+    move |i| {
+        let s = shapes.as_ref()?.get(*graph.nodes[i].inputs.first()?)?;
+        Some((s.h, s.w))
+    }
+}
+
 /// A graph compiled for the CPU fast path (see the module doc).
 #[derive(Clone, Debug)]
 pub struct FastPlan {
@@ -52,6 +62,7 @@ impl FastPlan {
     /// Inference: BatchNorm folded, add and ReLU fused where the graph allows.
     pub fn folded(graph: &Graph, weights: &Weights) -> Result<Self> {
         let n = graph.nodes.len();
+        let plane = input_planes(graph);
         let sole = graph.sole_consumers();
         let only = |i: NodeId| sole[i];
         let mut plan = FastPlan::empty(n, true);
@@ -61,7 +72,13 @@ impl FastPlan {
             let bias = weights.get(&format!("{}.bias", node.name));
             let bn = only(i).filter(|&j| matches!(graph.nodes[j].op, Op::BatchNorm2d { .. }));
             let Some(bn) = bn else {
-                plan.convs[i] = Some(FusedConv::alone(PreparedConv::new(weight, bias, c.padding, c.stride)?));
+                plan.convs[i] = Some(FusedConv::alone(PreparedConv::for_plane(
+                    weight,
+                    bias,
+                    c.padding,
+                    c.stride,
+                    plane(i),
+                )?));
                 continue;
             };
             let Op::BatchNorm2d { eps, .. } = graph.nodes[bn].op else { unreachable!("matched above") };
@@ -90,7 +107,7 @@ impl FastPlan {
             for &j in &absorbs {
                 plan.absorbed[j] = true;
             }
-            let conv = PreparedConv::new(&w, Some(&b), c.padding, c.stride)?;
+            let conv = PreparedConv::for_plane(&w, Some(&b), c.padding, c.stride, plane(i))?;
             plan.convs[i] = Some(FusedConv { conv, residual, relu: relu.is_some(), absorbs });
         }
         plan.add_affine(graph, weights)?;
@@ -100,12 +117,14 @@ impl FastPlan {
     /// Every conv prepared with its own weights (and bias); nothing folded or fused.
     pub fn unfolded(graph: &Graph, weights: &Weights) -> Result<Self> {
         let n = graph.nodes.len();
+        let plane = input_planes(graph);
         let mut plan = FastPlan::empty(n, false);
         for (i, node) in graph.nodes.iter().enumerate() {
             let Op::Conv2d(c) = &node.op else { continue };
             let weight = weights.tensor(&format!("{}.weight", node.name))?;
             let bias = weights.get(&format!("{}.bias", node.name));
-            plan.convs[i] = Some(FusedConv::alone(PreparedConv::new(weight, bias, c.padding, c.stride)?));
+            plan.convs[i] =
+                Some(FusedConv::alone(PreparedConv::for_plane(weight, bias, c.padding, c.stride, plane(i))?));
         }
         plan.add_affine(graph, weights)?;
         Ok(plan)

@@ -27,6 +27,14 @@ mod imp {
         }
     }
 
+    impl std::ops::Mul for F32x4 {
+        type Output = Self;
+        #[inline(always)]
+        fn mul(self, o: Self) -> Self {
+            F32x4(f32x4_mul(self.0, o.0))
+        }
+    }
+
     impl F32x4 {
         /// The first four elements of `s`.
         #[inline(always)]
@@ -111,6 +119,15 @@ mod imp {
         }
     }
 
+    impl std::ops::Mul for F32x4 {
+        type Output = Self;
+        #[inline(always)]
+        fn mul(self, o: Self) -> Self {
+            // SAFETY: as above.
+            F32x4(unsafe { _mm_mul_ps(self.0, o.0) })
+        }
+    }
+
     // SAFETY (every `unsafe` below): SSE2 is always present on x86_64, and loads and stores go
     // through slices of at least four elements (unaligned access is allowed).
     impl F32x4 {
@@ -180,6 +197,14 @@ mod imp {
         }
     }
 
+    impl std::ops::Mul for F32x4 {
+        type Output = Self;
+        #[inline(always)]
+        fn mul(self, o: Self) -> Self {
+            F32x4(std::array::from_fn(|i| self.0[i] * o.0[i]))
+        }
+    }
+
     impl F32x4 {
         #[inline(always)]
         pub fn load(s: &[f32]) -> Self {
@@ -227,7 +252,9 @@ mod imp {
 pub use imp::F32x4;
 
 /// What a kernel written for any lane count needs of its vector type.
-pub trait Lanes: Copy + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> {
+pub trait Lanes:
+    Copy + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Mul<Output = Self>
+{
     /// Lanes (f32s) a vector holds.
     const N: usize;
     /// The first `N` elements of `s`.
@@ -412,6 +439,13 @@ mod wide {
             F32x8(unsafe { _mm256_sub_ps(self.0, o.0) })
         }
     }
+    impl std::ops::Mul for F32x8 {
+        type Output = Self;
+        #[inline(always)]
+        fn mul(self, o: Self) -> Self {
+            F32x8(unsafe { _mm256_mul_ps(self.0, o.0) })
+        }
+    }
     impl Lanes for F32x8 {
         const N: usize = 8;
         #[inline(always)]
@@ -473,6 +507,13 @@ mod wide {
         #[inline(always)]
         fn sub(self, o: Self) -> Self {
             F32x16(unsafe { _mm512_sub_ps(self.0, o.0) })
+        }
+    }
+    impl std::ops::Mul for F32x16 {
+        type Output = Self;
+        #[inline(always)]
+        fn mul(self, o: Self) -> Self {
+            F32x16(unsafe { _mm512_mul_ps(self.0, o.0) })
         }
     }
     /// `permutex2var` indices: `i < 16` picks `a[i]`, `16 + i` picks `b[i]`.
