@@ -115,9 +115,9 @@ pub struct ConvShape {
     pub g: ConvGeometry,
     pub out_ch: usize,
     pub band: usize,
-    /// Stride 1: the input's gradient is itself a stride-1 conv, of `dy` with the weights
-    /// flipped and transposed and padding `k − 1 − pad`, so it runs as im2col + gemm like the
-    /// forward pass (`[c] × [out_ch·k·k]` by band) instead of a scatter through col2im.
+    /// Stride 1, not Winograd: the input's gradient is itself a stride-1 conv, of `dy` with the
+    /// weights flipped and transposed and padding `k − 1 − pad`, so it runs as im2col + gemm like
+    /// the forward pass (`[c] × [out_ch·k·k]` by band) instead of a scatter through col2im.
     pub dx_conv: Option<(ConvGeometry, usize)>,
     /// 3×3, stride 1, padding 1: forward and backward by Winograd's F(2×2, 3×3), 2.25× fewer
     /// multiply-adds than im2col; no column matrix, no flipped weights.
@@ -133,12 +133,13 @@ fn band_rows(g: &ConvGeometry) -> usize {
 impl ConvShape {
     pub fn new(g: ConvGeometry, out_ch: usize) -> Self {
         let pointwise = g.k == 1 && g.stride == 1 && g.pad == 0;
-        let dx_conv = (g.stride == 1 && g.pad < g.k && !pointwise)
+        let winograd = g.k == 3 && g.stride == 1 && g.pad == 1;
+        // A Winograd conv takes its input gradient in the Winograd domain.
+        let dx_conv = (g.stride == 1 && g.pad < g.k && !pointwise && !winograd)
             .then(|| ConvGeometry::new(out_ch, (g.oh, g.ow), g.k, 1, g.k - 1 - g.pad).ok())
             .flatten()
             .filter(|t| (t.oh, t.ow) == (g.h, g.w))
             .map(|t| (t, band_rows(&t)));
-        let winograd = g.k == 3 && g.stride == 1 && g.pad == 1;
         ConvShape { g, out_ch, band: band_rows(&g), dx_conv, winograd }
     }
 
@@ -155,12 +156,9 @@ impl ConvShape {
         (self.g.rows() * self.band * self.g.ow).max(dx)
     }
 
-    /// Floats of the flipped weights [`conv_backward`] keeps for `dx_conv` (im2col's).
+    /// Floats of the flipped weights [`conv_backward`] keeps for `dx_conv`.
     pub fn flipped_len(&self) -> usize {
-        match self.winograd {
-            true => 0,
-            false => self.dx_conv.map_or(0, |_| self.out_ch * self.g.rows()),
-        }
+        self.dx_conv.map_or(0, |_| self.out_ch * self.g.rows())
     }
 
     fn bands(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
@@ -267,7 +265,8 @@ pub fn conv_backward(
     if c.winograd {
         // Backward in the Winograd domain needs this conv's own transformed weights.
         wino.set_weights(w, c.out_ch, g.c);
-    } else if let Some((t, _)) = dx_conv {
+    }
+    if let Some((t, _)) = dx_conv {
         flip_transposed(w, (c.out_ch, g.c, g.k), &mut flipped[..c.out_ch * k]);
         debug_assert_eq!(t.rows(), k / g.c * c.out_ch);
     }
