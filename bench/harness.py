@@ -28,6 +28,8 @@ SHARED = (REPO / ".." / "shared").resolve()
 WORK = BENCH / ".work"
 OURS = REPO / os.environ.get("BENCH_OURS", "target/release/resnet-bench")
 MAX_LOGIT_DIFF = 1e-3
+# The browser's threaded rows: ours and onnxruntime-web with this many threads each.
+WASM_THREADS = 2
 
 # model -> ONNX file, input side, our weights (None: random weights, timing only)
 MODELS = {
@@ -247,12 +249,18 @@ def browser(models, quick):
         "variants": [
             {"name": "gemm-simd128", "gemmSimd128": True, "ort": True, "taps": True, "profile": True},
             {"name": "gemm-scalar", "gemmSimd128": False, "ort": False, "taps": False, "profile": False},
+            # Ours threaded (a pool of WASM_THREADS Web Workers) against onnxruntime-web's
+            # threaded build with as many, the page cross-origin isolated.
+            {"name": "threads", "threads": WASM_THREADS, "gemmSimd128": True, "ort": True, "taps": False, "profile": False},
         ],
     }
     raw = drive_bench_page(cfg, "browser")
     simd = next(v["result"] for v in raw["variants"] if v["name"] == "gemm-simd128")
     scalar = next(v["result"] for v in raw["variants"] if v["name"] == "gemm-scalar")
-    out = {}
+    threaded = next(v["result"] for v in raw["variants"] if v["name"] == "threads")
+    if threaded["threads"] != WASM_THREADS:
+        raise SystemExit(f"wasm threads: ours ran on {threaded['threads']} threads, not {WASM_THREADS}")
+    out, out_threads = {}, {}
     for m in models:
         r, s = simd["models"][m], scalar["models"][m]
         diff = r.get("logits_max_abs_diff")
@@ -272,7 +280,21 @@ def browser(models, quick):
             "stats": {"ours": r["ours"], "ours_taps": r["ours_taps"], "ort": r["ort"], "ours_gemm_scalar": s["ours"]},
             "profile": summarize_profile(r["profile"]),
         }
-    return out, raw["browser"], simd.get("ort_version")
+        t = threaded["models"][m]
+        diff = t.get("logits_max_abs_diff")
+        if MODELS[m][2] and (diff is None or diff > MAX_LOGIT_DIFF):
+            raise SystemExit(f"wasm {m}, threads: our logits differ from onnxruntime-web's by {diff} > {MAX_LOGIT_DIFF}")
+        out_threads[m] = {
+            "threads": threaded["threads"],
+            "ours_ms": t["ours"]["median_ms"],
+            "ort_ms": t["ort"]["median_ms"],
+            "ratio": t["ours"]["median_ms"] / t["ort"]["median_ms"],
+            "ours_speedup": r["ours"]["median_ms"] / t["ours"]["median_ms"],
+            "ort_speedup": r["ort"]["median_ms"] / t["ort"]["median_ms"],
+            "logits_max_abs_diff": diff if MODELS[m][2] else None,
+            "stats": {"ours": t["ours"], "ort": t["ort"]},
+        }
+    return out, out_threads, raw["browser"], simd.get("ort_version")
 
 
 def browser_cam(quick):
@@ -320,6 +342,12 @@ def page(quick):
     raw = sum(p.stat().st_size for p in wasm)
     gz = sum(len(gzip.compress(p.read_bytes(), 9)) for p in wasm)
     out = {"wasm_bytes": raw, "wasm_gzip_bytes": gz, "wasm_files": [p.name for p in wasm]}
+    # The threaded worker (dist/threads/), which a cross-origin isolated page loads instead of
+    # worker_bg.wasm: a build of its own.
+    threaded = sorted((dist / "threads").glob("*.wasm"))
+    if threaded:
+        out["threads_wasm_bytes"] = sum(p.stat().st_size for p in threaded)
+        out["threads_wasm_gzip_bytes"] = sum(len(gzip.compress(p.read_bytes(), 9)) for p in threaded)
     p = subprocess.run(
         ["node", str(BENCH / "web" / "drive.mjs"), "page", str(dist), "2" if quick else "5"],
         capture_output=True,
@@ -414,6 +442,9 @@ def validate(res):
     for m, r in res["wasm"].items():
         for k in ("ours_ms", "ours_taps_ms", "ort_ms", "ratio"):
             assert isinstance(r[k], (int, float)) and r[k] > 0, f"wasm.{m}.{k} = {r.get(k)}"
+    for m, r in (res.get("wasm_threads") or {}).items():
+        for k in ("threads", "ours_ms", "ort_ms", "ratio"):
+            assert isinstance(r[k], (int, float)) and r[k] > 0, f"wasm_threads.{m}.{k} = {r.get(k)}"
     assert res["native"], "no native results"
     for m, by_t in res["native"].items():
         for t, by_b in by_t.items():
@@ -449,7 +480,7 @@ def main():
     ap.add_argument("--out", type=Path, help="directory for results.json and results.md")
     ap.add_argument("--validate", type=Path, help="only check that this results.json has the expected shape")
     ap.add_argument(
-        "--only", choices=["cam", "train", "native"], help="measure this part alone and merge it into OUT/results.json"
+        "--only", choices=["cam", "train", "native", "wasm", "page"], help="measure this part alone and merge it into OUT/results.json"
     )
     a = ap.parse_args()
     if a.validate:
@@ -467,6 +498,14 @@ def main():
             log("browser Grad-CAM")
             res["cam"] = browser_cam(a.quick)
             res["cam_date"] = now
+        elif a.only == "page":
+            res["page"] = page(a.quick)
+            res["page"]["date"] = now
+        elif a.only == "wasm":
+            # The browser's inference alone: it carries its own date and CPU.
+            models = native_plan(a.quick)[0]
+            res["wasm"], res["wasm_threads"], res["browser"], res["versions"]["onnxruntime_web"] = browser(models, a.quick)
+            res["wasm_run"] = {"date": now, "cpu": cpu_model()}
         elif a.only == "native":
             # Native alone, perhaps on another CPU than the rest: it carries its own date and CPU.
             load0 = list(os.getloadavg())
@@ -500,7 +539,7 @@ def main():
     res["native_profile"] = native_profile(models, a.quick)
     res["versions"]["torch"] = notes.get("torch_version")
     log("browser")
-    res["wasm"], res["browser"], res["versions"]["onnxruntime_web"] = browser(models, a.quick)
+    res["wasm"], res["wasm_threads"], res["browser"], res["versions"]["onnxruntime_web"] = browser(models, a.quick)
     log("browser Grad-CAM")
     res["cam"] = browser_cam(a.quick)
     log("training")

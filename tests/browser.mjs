@@ -31,10 +31,18 @@ async function fileUnder(dir, url) {
   }
 }
 
+// The headers that make a page cross-origin isolated, so that it may share wasm memory between
+// workers: the explorer then runs its threaded worker, onnxruntime-web its threaded build.
+export const ISOLATION_HEADERS = {
+  'cross-origin-opener-policy': 'same-origin',
+  'cross-origin-embedder-policy': 'require-corp',
+};
+
 // Serves `root` on http://HOST:PORT/ (port 0: any free port; `server.address().port` tells).
 // `root` is a folder, or routes `[[urlPrefix, folder], ...]`: the first route whose prefix
-// matches and that holds the file answers. Resolves to the listening http.Server.
-export function serve(root, port = 0, host = '127.0.0.1') {
+// matches and that holds the file answers. Resolves to the listening http.Server. Pages are
+// cross-origin isolated unless `isolated` is false.
+export function serve(root, port = 0, host = '127.0.0.1', { isolated = true } = {}) {
   const routes = (typeof root === 'string' ? [['/', root]] : root).map(([p, d]) => [p, resolve(d)]);
   const server = createServer(async (req, res) => {
     let url;
@@ -53,6 +61,7 @@ export function serve(root, port = 0, host = '127.0.0.1') {
           'content-type': TYPES[extname(found.file)] ?? 'application/octet-stream',
           'content-length': body.length,
           'cache-control': 'no-cache',
+          ...(isolated ? ISOLATION_HEADERS : {}),
         });
         res.end(body);
         return;

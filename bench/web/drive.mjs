@@ -17,6 +17,7 @@ async function runBenchPage(cfgPath) {
   const server = await serve([
     ['/ort/', path.join(bench, 'node_modules/onnxruntime-web/dist')],
     ['/pkg/', path.join(bench, '.work/pkg')],
+    ['/pkg-threads/', path.join(bench, '.work/pkg-threads')],
     ['/work/', path.join(bench, '.work')],
     ['/shared/', path.resolve(repo, '../shared')],
     ['/', here],

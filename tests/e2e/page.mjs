@@ -18,10 +18,11 @@ mkdirSync(artifacts, { recursive: true });
 export const $ = (id) => `[data-testid="${id}"]`;
 
 /// Serves the build and opens it: `{ page, base, errors, close }`; `errors` collects console
-/// errors and uncaught exceptions as they happen. `args`: more Chromium flags.
-export async function openExplorer(viewport = { width: 1400, height: 1000 }, { args = [] } = {}) {
+/// errors and uncaught exceptions as they happen. `args`: more Chromium flags; `isolated`: false
+/// serves the page without the cross-origin isolation headers (the single-threaded worker).
+export async function openExplorer(viewport = { width: 1400, height: 1000 }, { args = [], isolated = true } = {}) {
   assert.ok(existsSync(join(dist, 'index.html')), `no build in ${dist}: run trunk build --release`);
-  const server = await serve(dist, 0);
+  const server = await serve(dist, 0, '127.0.0.1', { isolated });
   const base = `http://127.0.0.1:${server.address().port}/`;
   const browser = await launchChromium({ args });
   const page = await browser.newPage({ viewport });
@@ -63,8 +64,10 @@ export async function activeChannel(page) {
   return page.$$eval($('activation-grid'), (g) => (g.length ? Number(g[0].dataset.active) : null));
 }
 
-/// Clicks channel `n`'s tile, as a user would: scrolled into the grid's view first.
+/// Clicks channel `n`'s tile, as a user would: scrolled into the grid's view first (once the
+/// grid is there: a new image's maps come after its prediction is painted).
 export async function clickChannel(page, n) {
+  await page.waitForSelector('[data-testid="activation-grid"]', { timeout: 30_000 });
   const at = await page.$eval($('activation-grid'), (g, n) => {
     const { cols, tile, gap } = Object.fromEntries(['cols', 'tile', 'gap'].map((k) => [k, Number(g.dataset[k])]));
     const [x, y] = [(n % cols) * (tile + gap) + tile / 2, Math.floor(n / cols) * (tile + gap) + tile / 2];

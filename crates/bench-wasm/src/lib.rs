@@ -6,6 +6,16 @@ use resnet_core::explain::CamMethod;
 use resnet_core::{find_arch, Model, WeightsSource};
 use wasm_bindgen::prelude::*;
 
+/// The threaded build's pool (`initThreadPool(n)`, awaited by the page before any model runs).
+#[cfg(all(target_arch = "wasm32", feature = "threads"))]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
+/// The threads the forward pass runs on (1 in the build without threads).
+#[wasm_bindgen]
+pub fn threads() -> usize {
+    resnet_core::kernels::threads()
+}
+
 fn js(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
 }

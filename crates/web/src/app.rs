@@ -363,9 +363,22 @@ pub struct App {
 /// How long a picked layer stays picked before its CAM is computed.
 const CAM_DELAY_MS: u32 = 300;
 
+/// The threaded worker where the page is cross-origin isolated (shared memory is allowed: its
+/// loader falls back to the single-threaded one if the threaded wasm cannot start), otherwise
+/// the single-threaded one.
 fn spawn_worker(link: &html::Scope<App>) -> WorkerBridge<InferenceWorker> {
     let cb = link.callback(Msg::Worker);
-    InferenceWorker::spawner().callback(move |r| cb.emit(r)).spawn("./worker.js")
+    let mut spawner = InferenceWorker::spawner();
+    spawner.callback(move |r| cb.emit(r));
+    if cross_origin_isolated() {
+        spawner.as_module(true).with_loader(true).spawn("./worker-threads.js")
+    } else {
+        spawner.spawn("./worker.js")
+    }
+}
+
+fn cross_origin_isolated() -> bool {
+    js_sys::Reflect::get(&js_sys::global(), &"crossOriginIsolated".into()).is_ok_and(|v| v.is_truthy())
 }
 
 /// The layer shown first: the output of the first residual block (or the first ReLU).

@@ -122,6 +122,7 @@ impl Engine {
             inference_runs,
             node_ms,
             taps_ms,
+            threads: resnet_core::kernels::threads() as u32,
             blocks,
             responses,
             memory: 0.0,

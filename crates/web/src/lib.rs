@@ -33,3 +33,18 @@ pub fn start_app() {
         yew::Renderer::<app::App>::with_root(root).render();
     }
 }
+
+/// The threaded worker's entry points, exported by the `threads` build (this library as a cdylib,
+/// scripts/build-wasm-threads): its loader, www/worker-threads.js, starts the thread pool
+/// first, then the worker, so that no kernel runs before the pool exists.
+#[cfg(all(target_arch = "wasm32", feature = "threads"))]
+pub mod threads {
+    use wasm_bindgen::prelude::*;
+
+    pub use wasm_bindgen_rayon::init_thread_pool;
+
+    #[wasm_bindgen(js_name = startWorker)]
+    pub fn start_worker() {
+        crate::worker::register();
+    }
+}

@@ -129,6 +129,8 @@ pub struct RunResult {
     pub node_ms: Vec<f64>,
     /// The second, unfolded pass that keeps every layer's output, in ms.
     pub taps_ms: f64,
+    /// The threads those passes ran on (more than one in the browser's threaded build).
+    pub threads: u32,
     /// The residual stream on this image, per block with a residual branch.
     pub blocks: Vec<BlockResponse>,
     /// The std of every 3×3 layer's response (Fig. 7).

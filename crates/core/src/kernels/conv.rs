@@ -184,9 +184,9 @@ impl PreparedConv {
                 };
                 self.image(x, &g, y, &epi);
             };
-            // Natively, the images of a batch on all of Candle's threads (evaluation, training's
-            // validation); in the browser, one thread.
-            #[cfg(not(target_arch = "wasm32"))]
+            // The images of a batch on all the threads there are (evaluation, training's
+            // validation): natively Candle's, in a threaded browser build the pool's.
+            #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
             if n > 1 && super::free_threads() > 1 {
                 use rayon::prelude::*;
                 out.par_chunks_exact_mut(out_len)
@@ -221,7 +221,14 @@ impl PreparedConv {
             }
             Kernel::Im2col(weight) => {
                 let kk = g.rows();
-                let threads = Threads::for_conv(self.out_ch * kk * plane, self.out_ch * kk, free_threads());
+                let threads =
+                    match Threads::for_conv(self.out_ch * kk * plane, self.out_ch * kk, free_threads()) {
+                        // In the browser gemm's own split of a product among the pool's threads
+                        // was slower than one thread (ResNet-18's layer3.0.conv1: 4.4 → 5.1 ms on
+                        // 2): bands, each thread reading the weights whole, gain there too.
+                        Threads::Products(n) if cfg!(target_arch = "wasm32") => Threads::Parts(n),
+                        t => t,
+                    };
                 if let Threads::Parts(n) = threads {
                     return self.im2col_bands(weight, x, g, out, epi, n);
                 }

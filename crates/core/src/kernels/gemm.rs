@@ -109,7 +109,7 @@ pub fn gemm_view(a: View, b: View, c: &mut [f32], ldc: usize, accumulate: bool, 
 /// Candle's thread setting (RAYON_NUM_THREADS), for products big enough to split.
 fn parallelism(work: usize) -> gemm::Parallelism {
     let threads = super::free_threads();
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
     if threads > 1 && work >= super::PARALLEL_WORK {
         return gemm::Parallelism::Rayon(threads);
     }

@@ -57,6 +57,10 @@ impl Epilogue<'_> {
 /// Below this many multiply-adds a conv runs on one thread: waking a second thread and joining
 /// it costs more than the half it would save (ResNet-20's ~1M-MAC convs split at batch 1 made
 /// 2 threads 1.4× slower than 1, even one parallel section per conv).
+/// The same bound in the browser's threaded build: there, splitting ResNet-20's convs too (at
+/// 1/8 of it) made its forward 2× slower on 2 threads (2.0 → 4.0 ms), although each conv timed
+/// alone got faster: a parallel section called from outside the pool costs two Web Worker
+/// wake-ups (the pool's thread, then the caller).
 pub(crate) const PARALLEL_WORK: usize = 1 << 22;
 /// Weights up to this many floats (1 MiB) fit in each core's L2, so threads that each take a
 /// part of the output can all read them whole; bigger ones are better split among threads.
@@ -126,17 +130,28 @@ fn give_scratch(v: Vec<f32>) {
     });
 }
 
-/// Threads a kernel may use now: natively Candle's thread count, except inside a parallel
-/// section (no nesting); one in the browser.
+/// Threads a kernel may use now: natively Candle's thread count, in the browser the Web Workers
+/// of the thread pool (a wasm build with atomics), except inside a parallel section (no
+/// nesting); one in a browser build without threads.
 pub(crate) fn free_threads() -> usize {
     #[cfg(not(target_arch = "wasm32"))]
     if rayon::current_thread_index().is_none() {
         return candle_core::utils::get_num_threads();
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+    if rayon::current_thread_index().is_none() {
+        return rayon::current_num_threads();
+    }
     1
 }
 
-/// `f(i, chunk)` for the `i`-th `chunk`-sized piece of `data`, on rayon's threads when `parallel`.
+/// The threads a forward pass's kernels share when called from here (the page says how many).
+pub fn threads() -> usize {
+    free_threads()
+}
+
+/// `f(i, chunk)` for the `i`-th `chunk`-sized piece of `data`, on rayon's threads when `parallel`
+/// (where there are threads: natively, or a wasm build with atomics).
 pub(crate) fn for_chunks(
     data: &mut [f32],
     chunk: usize,
@@ -153,7 +168,7 @@ pub(crate) fn for_each_mut<T: Send>(
     parallel: bool,
     f: impl Fn(usize, &mut T) + Sync + Send,
 ) {
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
     if parallel {
         use rayon::prelude::*;
         items.par_iter_mut().enumerate().for_each(|(i, t)| f(i, t));

@@ -45,6 +45,15 @@ fn runs_in_words(runs: &[f64]) -> String {
     format!("(the middle of {} runs, which took {lo:.1} to {hi:.1} ms)", runs.len())
 }
 
+/// "one thread", or "4 threads" where the page is cross-origin isolated and the threaded
+/// worker runs.
+fn threads_in_words(threads: u32) -> Html {
+    match threads {
+        0 | 1 => html! { "one thread" },
+        n => html! { <><span data-testid="threads">{ n }</span>{ " threads" }</> },
+    }
+}
+
 #[function_component(Prediction)]
 pub fn prediction(p: &Props) -> Html {
     let timing = |r: &RunResult| {
@@ -53,7 +62,8 @@ pub fn prediction(p: &Props) -> Html {
                 { "The net takes " }<strong><span data-testid="inference-ms">{ format!("{:.1}", r.inference_ms) }</span>{ " ms" }</strong>
                 { " to classify this image " }
                 <span class="muted">{ runs_in_words(&r.inference_runs) }
-                    { format!(" — in WebAssembly, on one thread of this computer. Keeping every layer's output for the panels below costs another {:.1} ms.", r.taps_ms) }</span>
+                    { " — in WebAssembly, on " }{ threads_in_words(r.threads) }
+                    { format!(" of this computer. Keeping every layer's output for the panels below costs another {:.1} ms.", r.taps_ms) }</span>
             </p>
         }
     };

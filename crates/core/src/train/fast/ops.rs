@@ -51,12 +51,12 @@ impl Shards {
             rest = tail;
             jobs.push((r.clone(), chunk, s));
         }
-        #[cfg(not(target_arch = "wasm32"))]
+        #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
         {
             use rayon::prelude::*;
             jobs.into_par_iter().for_each(|(r, c, s)| f(r, c, s));
         }
-        #[cfg(target_arch = "wasm32")]
+        #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
         jobs.into_iter().for_each(|(r, c, s)| f(r, c, s));
     }
 }
