@@ -39,7 +39,7 @@ impl Shards {
     }
 
     /// `f(images, chunk, scratch)` for every shard, `chunk` being those images' part of `out`
-    /// (`per` floats an image; empty when `per` is 0), in parallel natively.
+    /// (`per` floats an image; empty when `per` is 0), in parallel where there are threads.
     pub fn run<F>(&self, out: &mut [f32], per: usize, scratch: &mut [Scratch], f: F)
     where
         F: Fn(Range<usize>, &mut [f32], &mut Scratch) + Sync + Send,
@@ -51,13 +51,7 @@ impl Shards {
             rest = tail;
             jobs.push((r.clone(), chunk, s));
         }
-        #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
-        {
-            use rayon::prelude::*;
-            jobs.into_par_iter().for_each(|(r, c, s)| f(r, c, s));
-        }
-        #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
-        jobs.into_iter().for_each(|(r, c, s)| f(r, c, s));
+        crate::kernels::for_each_mut(&mut jobs, true, |_, (r, c, s)| f(r.clone(), c, s));
     }
 }
 
