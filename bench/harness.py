@@ -227,6 +227,21 @@ def drive_bench_page(cfg, name):
     return json.loads(p.stdout)
 
 
+def add_relaxed(row, rel, plain, what):
+    """The relaxed-SIMD build's time (`rel`: its variant's result for this model) into `row`, as a
+    ratio to the onnxruntime-web time of its own variant; its logits must equal the SIMD128
+    build's (`plain`) up to rounding (a fused multiply-add rounds once)."""
+    diff = max(abs(a - b) for a, b in zip(rel["logits"], plain["logits"]))
+    if not diff <= MAX_LOGIT_DIFF:
+        raise SystemExit(f"{what}: the relaxed-SIMD build's logits differ from the SIMD128 build's by {diff}")
+    row["ours_relaxed_ms"] = rel["ours"]["median_ms"]
+    row["ort_relaxed_run_ms"] = rel["ort"]["median_ms"]
+    row["relaxed_ratio"] = rel["ours"]["median_ms"] / rel["ort"]["median_ms"]
+    row["relaxed_logits_max_abs_diff"] = diff
+    row["stats"]["ours_relaxed"] = rel["ours"]
+    row["stats"]["ort_relaxed_run"] = rel["ort"]
+
+
 def browser(models, quick):
     cfg = {
         "common": {
@@ -248,16 +263,24 @@ def browser(models, quick):
         },
         "variants": [
             {"name": "gemm-simd128", "gemmSimd128": True, "ort": True, "taps": True, "profile": True},
+            # Our relaxed-SIMD build (fused multiply-adds; the explorer loads it where the browser
+            # validates relaxed SIMD), on a page of its own, against onnxruntime-web again.
+            {"name": "relaxed", "relaxed": True, "gemmSimd128": True, "ort": True, "taps": False, "profile": False},
             {"name": "gemm-scalar", "gemmSimd128": False, "ort": False, "taps": False, "profile": False},
             # Ours threaded (a pool of WASM_THREADS Web Workers) against onnxruntime-web's
             # threaded build with as many, the page cross-origin isolated.
             {"name": "threads", "threads": WASM_THREADS, "gemmSimd128": True, "ort": True, "taps": False, "profile": False},
-        ],
+        ]
+        # (--quick leaves the relaxed threaded build out: the explorer's e2e test runs it.)
+        + ([] if quick else [{"name": "relaxed-threads", "threads": WASM_THREADS, "relaxed": True, "gemmSimd128": True,
+                              "ort": True, "taps": False, "profile": False}]),
     }
     raw = drive_bench_page(cfg, "browser")
     simd = next(v["result"] for v in raw["variants"] if v["name"] == "gemm-simd128")
     scalar = next(v["result"] for v in raw["variants"] if v["name"] == "gemm-scalar")
     threaded = next(v["result"] for v in raw["variants"] if v["name"] == "threads")
+    relaxed = next(v["result"] for v in raw["variants"] if v["name"] == "relaxed")
+    relaxed_threaded = next((v["result"] for v in raw["variants"] if v["name"] == "relaxed-threads"), None)
     if threaded["threads"] != WASM_THREADS:
         raise SystemExit(f"wasm threads: ours ran on {threaded['threads']} threads, not {WASM_THREADS}")
     out, out_threads = {}, {}
@@ -280,6 +303,7 @@ def browser(models, quick):
             "stats": {"ours": r["ours"], "ours_taps": r["ours_taps"], "ort": r["ort"], "ours_gemm_scalar": s["ours"]},
             "profile": summarize_profile(r["profile"]),
         }
+        add_relaxed(out[m], relaxed["models"][m], r, f"wasm {m}")
         t = threaded["models"][m]
         diff = t.get("logits_max_abs_diff")
         if MODELS[m][2] and (diff is None or diff > MAX_LOGIT_DIFF):
@@ -294,6 +318,9 @@ def browser(models, quick):
             "logits_max_abs_diff": diff if MODELS[m][2] else None,
             "stats": {"ours": t["ours"], "ort": t["ort"]},
         }
+        if relaxed_threaded:
+            add_relaxed(out_threads[m], relaxed_threaded["models"][m], t, f"wasm {m}, threads")
+            out_threads[m]["ours_relaxed_speedup"] = out[m]["ours_relaxed_ms"] / out_threads[m]["ours_relaxed_ms"]
     return out, out_threads, raw["browser"], simd.get("ort_version")
 
 
@@ -440,7 +467,7 @@ def validate(res):
     for k in ("date", "cpu", "browser", "wasm", "native", "page", "gpu"):
         assert k in res, f"missing {k}"
     for m, r in res["wasm"].items():
-        for k in ("ours_ms", "ours_taps_ms", "ort_ms", "ratio"):
+        for k in ("ours_ms", "ours_taps_ms", "ort_ms", "ratio", "ours_relaxed_ms", "relaxed_ratio"):
             assert isinstance(r[k], (int, float)) and r[k] > 0, f"wasm.{m}.{k} = {r.get(k)}"
     for m, r in (res.get("wasm_threads") or {}).items():
         for k in ("threads", "ours_ms", "ort_ms", "ratio"):

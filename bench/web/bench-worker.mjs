@@ -8,14 +8,17 @@ import * as ort from '/ort/ort.wasm.min.mjs';
 
 const log = (msg) => postMessage({ log: msg });
 
-// Our wasm, with or without threads; loaded once per worker (a pool starts once).
-let ours = null;
-async function loadOurs(threads) {
-  if (ours) return ours;
+// Our wasm: with or without threads, simd128 or relaxed SIMD; each build loaded once per worker
+// (a pool starts once).
+const builds = new Map();
+async function loadOurs(threads, relaxed = false) {
+  const pkg = `/pkg${relaxed ? '-relaxed' : ''}${threads > 1 ? '-threads' : ''}/`;
+  if (builds.has(pkg)) return builds.get(pkg);
   if (threads > 1 && !self.crossOriginIsolated) throw new Error('threads need a cross-origin isolated page (COOP/COEP)');
-  ours = await import(threads > 1 ? '/pkg-threads/resnet_bench_wasm.js' : '/pkg/resnet_bench_wasm.js');
+  const ours = await import(`${pkg}resnet_bench_wasm.js`);
   await ours.default();
   if (threads > 1) await ours.initThreadPool(threads);
+  builds.set(pkg, ours);
   return ours;
 }
 
@@ -62,7 +65,9 @@ async function timeInterleaved(fns, { warmup, warmupMs = 0, samples, minSampleMs
 
 async function runBench(cfg) {
   const threads = cfg.threads ?? 1;
-  const { BenchModel, setGemmSimd128, gemmSimd128, threads: ourThreads } = await loadOurs(threads);
+  // cfg.relaxed: our relaxed-SIMD build instead of the SIMD128 one (one of them per worker: with
+  // both in one worker, V8 ran the first ~1.5× slower than alone, measured 2026-12-06).
+  const { BenchModel, setGemmSimd128, gemmSimd128, threads: ourThreads } = await loadOurs(threads, cfg.relaxed);
   ort.env.wasm.wasmPaths = '/ort/';
   ort.env.wasm.numThreads = threads;
   ort.env.wasm.simd = true;
@@ -99,6 +104,7 @@ async function runBench(cfg) {
     if (session) await session.release();
     if (cfg.profile) r.profile = JSON.parse(ours.profile(cfg.profileReps));
     ours.free();
+    r.logits = Array.from(oursLogits);
     out.models[m.name] = r;
     out.gemm_simd128 = gemmSimd128();
   }

@@ -18,6 +18,8 @@ async function runBenchPage(cfgPath) {
     ['/ort/', path.join(bench, 'node_modules/onnxruntime-web/dist')],
     ['/pkg/', path.join(bench, '.work/pkg')],
     ['/pkg-threads/', path.join(bench, '.work/pkg-threads')],
+    ['/pkg-relaxed/', path.join(bench, '.work/pkg-relaxed')],
+    ['/pkg-relaxed-threads/', path.join(bench, '.work/pkg-relaxed-threads')],
     ['/work/', path.join(bench, '.work')],
     ['/shared/', path.resolve(repo, '../shared')],
     ['/', here],

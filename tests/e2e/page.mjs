@@ -20,12 +20,20 @@ export const $ = (id) => `[data-testid="${id}"]`;
 /// Serves the build and opens it: `{ page, base, errors, close }`; `errors` collects console
 /// errors and uncaught exceptions as they happen. `args`: more Chromium flags; `isolated`: false
 /// serves the page without the cross-origin isolation headers (the single-threaded worker).
-export async function openExplorer(viewport = { width: 1400, height: 1000 }, { args = [], isolated = true } = {}) {
+/// `init`: a script run in the page before its own (page.addInitScript), e.g. to stand in for a
+/// browser without some feature; `serviceWorkers`: 'block' for a browser without them (a page
+/// served without the isolation headers then stays unisolated: index.html's service worker
+/// would otherwise isolate it).
+export async function openExplorer(
+  viewport = { width: 1400, height: 1000 },
+  { args = [], isolated = true, init, serviceWorkers = 'allow' } = {},
+) {
   assert.ok(existsSync(join(dist, 'index.html')), `no build in ${dist}: run trunk build --release`);
   const server = await serve(dist, 0, '127.0.0.1', { isolated });
   const base = `http://127.0.0.1:${server.address().port}/`;
   const browser = await launchChromium({ args });
-  const page = await browser.newPage({ viewport });
+  const page = await browser.newPage({ viewport, serviceWorkers });
+  if (init) await page.addInitScript(init);
   const errors = [];
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
   page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));

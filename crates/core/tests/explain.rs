@@ -59,8 +59,10 @@ fn cams_equal_pytorch_on_the_shipped_resnet20() {
             assert!(r >= 0.999, "{what}: correlation {r}");
             let peak = want.iter().copied().fold(0f32, f32::max);
             let diff = cam.values.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            // Grad-CAM++'s g³ terms amplify float32 rounding (numpy's as much as ours).
-            let tol = if method == CamMethod::GradCam { 1e-3 } else { 5e-3 };
+            // Grad-CAM++'s g³ terms amplify float32 rounding (numpy's as much as ours): fused
+            // multiply-adds in the F(4×4) transforms (AVX2 / AVX-512) took its worst case here from
+            // under 5e-3 of the peak to 5.2e-3 (ship-0, layer3.0.conv1), at correlation ≥ 0.999.
+            let tol = if method == CamMethod::GradCam { 1e-3 } else { 1e-2 };
             assert!(diff <= tol * peak.max(1e-6), "{what}: max difference {diff}, peak {peak}");
         }
     }

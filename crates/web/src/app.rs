@@ -363,22 +363,40 @@ pub struct App {
 /// How long a picked layer stays picked before its CAM is computed.
 const CAM_DELAY_MS: u32 = 300;
 
-/// The threaded worker where the page is cross-origin isolated (shared memory is allowed: its
-/// loader falls back to the single-threaded one if the threaded wasm cannot start), otherwise
-/// the single-threaded one.
+/// The inference worker this browser runs best: threaded where the page is cross-origin isolated
+/// (shared memory is allowed), with relaxed SIMD where the browser validates it, through the
+/// variant builds' loader (which falls back to the plain worker if its build cannot start);
+/// otherwise the plain single-threaded SIMD128 worker.
 fn spawn_worker(link: &html::Scope<App>) -> WorkerBridge<InferenceWorker> {
     let cb = link.callback(Msg::Worker);
     let mut spawner = InferenceWorker::spawner();
     spawner.callback(move |r| cb.emit(r));
-    if cross_origin_isolated() {
-        spawner.as_module(true).with_loader(true).spawn("./worker-threads.js")
-    } else {
-        spawner.spawn("./worker.js")
-    }
+    let build = match (relaxed_simd(), cross_origin_isolated()) {
+        (false, false) => return spawner.spawn("./worker.js"),
+        (false, true) => "threads",
+        (true, false) => "relaxed",
+        (true, true) => "relaxed-threads",
+    };
+    spawner.as_module(true).with_loader(true).spawn(&format!("./worker-variant.js?build={build}"))
 }
 
 fn cross_origin_isolated() -> bool {
     js_sys::Reflect::get(&js_sys::global(), &"crossOriginIsolated".into()).is_ok_and(|v| v.is_truthy())
+}
+
+/// Whether this browser's WebAssembly has relaxed SIMD: it validates a module whose one
+/// function is `f32x4.relaxed_madd` of its three v128 parameters.
+fn relaxed_simd() -> bool {
+    const PROBE: [u8; 37] = [
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version 1
+        0x01, 0x08, 0x01, 0x60, 0x03, 0x7b, 0x7b, 0x7b, 0x01, 0x7b, // type: (v128 ×3) -> v128
+        0x03, 0x02, 0x01, 0x00, // function 0 has that type
+        0x0a, 0x0d, 0x01, 0x0b, 0x00, // code: one body of 11 bytes, no locals
+        0x20, 0x00, 0x20, 0x01, 0x20, 0x02, // local.get 0, 1, 2
+        0xfd, 0x85, 0x02, // f32x4.relaxed_madd (0xfd 0x105)
+        0x0b, // end
+    ];
+    js_sys::WebAssembly::validate(&js_sys::Uint8Array::from(&PROBE[..]).into()).unwrap_or(false)
 }
 
 /// The layer shown first: the output of the first residual block (or the first ReLU).

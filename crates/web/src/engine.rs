@@ -123,6 +123,7 @@ impl Engine {
             node_ms,
             taps_ms,
             threads: resnet_core::kernels::threads() as u32,
+            instructions: resnet_core::kernels::instructions().to_string(),
             blocks,
             responses,
             memory: 0.0,

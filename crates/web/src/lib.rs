@@ -34,13 +34,15 @@ pub fn start_app() {
     }
 }
 
-/// The threaded worker's entry points, exported by the `threads` build (this library as a cdylib,
-/// scripts/build-wasm-threads): its loader, www/worker-threads.js, starts the thread pool
-/// first, then the worker, so that no kernel runs before the pool exists.
-#[cfg(all(target_arch = "wasm32", feature = "threads"))]
-pub mod threads {
+/// The entry points of the worker builds a loader starts (this library as a cdylib with the
+/// `loader` feature, scripts/build-wasm-variant: threaded, relaxed SIMD or both). Their loader,
+/// www/worker-variant.js, starts a threaded build's pool first, then the worker, so that no
+/// kernel runs before the pool exists.
+#[cfg(all(target_arch = "wasm32", feature = "loader"))]
+pub mod loader {
     use wasm_bindgen::prelude::*;
 
+    #[cfg(feature = "threads")]
     pub use wasm_bindgen_rayon::init_thread_pool;
 
     #[wasm_bindgen(js_name = startWorker)]

@@ -131,6 +131,9 @@ pub struct RunResult {
     pub taps_ms: f64,
     /// The threads those passes ran on (more than one in the browser's threaded build).
     pub threads: u32,
+    /// The vector instructions they ran with ("SIMD128", or "relaxed SIMD" in the build the
+    /// page loads where the browser has it).
+    pub instructions: String,
     /// The residual stream on this image, per block with a residual branch.
     pub blocks: Vec<BlockResponse>,
     /// The std of every 3×3 layer's response (Fig. 7).

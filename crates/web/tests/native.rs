@@ -30,8 +30,10 @@ fn fixture_logits_are_the_native_ones() {
     // zip stops at the shorter side: without these an empty or truncated fixture would pass.
     assert_eq!(expected.len(), CIFAR10_CLASSES.len(), "the fixture holds one logit per class");
     assert_eq!(r.logits.len(), expected.len(), "{:?} vs {expected:?}", r.logits);
+    // As close as the wasm test asks: the fixture came from one instruction set, and fused
+    // multiply-adds (AVX2, AVX-512, relaxed SIMD) round differently from a mul and an add.
     for (a, b) in r.logits.iter().zip(&expected) {
-        assert!((a - b).abs() < 1e-5, "{:?} vs {expected:?}", r.logits);
+        assert!((a - b).abs() <= 1e-4, "{:?} vs {expected:?}", r.logits);
     }
     // The fixture is the first cat sample, decoded.
     let jpeg = image::open(repo().join("www/samples/cat-0.jpg")).unwrap().to_rgb8();

@@ -14,7 +14,7 @@ use super::gemm::{matmul, matmul_one_thread, Mat};
 use super::im2col::{im2col, ConvGeometry};
 use super::winograd::{Tile, Winograd3x3};
 use super::{
-    bands_of, for_chunks, for_each_mut, free_threads, give_scratch, take_scratch, with_slice, Epilogue,
+    bands_of, for_chunks, for_each_mut, free_threads, give_scratch, take_scratch, team, with_slice, Epilogue,
     Threads,
 };
 
@@ -186,18 +186,9 @@ impl PreparedConv {
             };
             // The images of a batch on all the threads there are (evaluation, training's
             // validation): natively Candle's, in a threaded browser build the pool's.
-            #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
-            if n > 1 && super::free_threads() > 1 {
-                use rayon::prelude::*;
-                out.par_chunks_exact_mut(out_len)
-                    .zip(xs.par_chunks_exact(in_len))
-                    .enumerate()
-                    .for_each(|(img, (y, x))| one(img, x, y));
-                return;
-            }
-            for (img, (x, y)) in xs.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)).enumerate() {
-                one(img, x, y);
-            }
+            let mut images: Vec<(&mut [f32], &[f32])> =
+                out.chunks_exact_mut(out_len).zip(xs.chunks_exact(in_len)).collect();
+            for_each_mut(&mut images, n > 1 && super::free_threads() > 1, |img, (y, x)| one(img, x, y));
         };
         with_slice(x, |xs| match residual {
             Some(r) => with_slice(r, |rs| run(xs, Some(rs), &mut out)),
@@ -216,8 +207,23 @@ impl PreparedConv {
             Kernel::Winograd(wino) => return wino.forward(x, g.h, g.w, out, epi),
             Kernel::Pointwise(weight) => {
                 // A 1×1 conv is already a matmul on the NCHW layout.
-                let a = Mat { data: weight, rows: self.out_ch, cols: g.c, stride: g.c };
-                matmul(a, Mat { data: x, rows: g.c, cols: plane, stride: plane }, out, plane);
+                let b = Mat { data: x, rows: g.c, cols: plane, stride: plane };
+                let work = self.out_ch * g.c * plane;
+                match (team::team_threads(), Threads::for_conv(work, self.out_ch * g.c, free_threads())) {
+                    // In a team's pass gemm does not split (its helpers serve the team's
+                    // sections only): each thread takes some output channels, reading x whole.
+                    (Some(_), Threads::Parts(n) | Threads::Products(n)) => {
+                        let per = self.out_ch.div_ceil(n);
+                        for_chunks(out, per * plane, true, |k, rows| {
+                            let oc = rows.len() / plane;
+                            let a = Mat { data: &weight[k * per * g.c..], rows: oc, cols: g.c, stride: g.c };
+                            matmul_one_thread(a, b, rows, plane);
+                        });
+                    }
+                    _ => {
+                        matmul(Mat { data: weight, rows: self.out_ch, cols: g.c, stride: g.c }, b, out, plane)
+                    }
+                }
             }
             Kernel::Im2col(weight) => {
                 let kk = g.rows();

@@ -106,9 +106,13 @@ pub fn gemm_view(a: View, b: View, c: &mut [f32], ldc: usize, accumulate: bool, 
     }
 }
 
-/// Candle's thread setting (RAYON_NUM_THREADS), for products big enough to split.
+/// Candle's thread setting (RAYON_NUM_THREADS), for products big enough to split; none in a
+/// team's pass, whose helpers take work only from its sections (callers split there).
 fn parallelism(work: usize) -> gemm::Parallelism {
-    let threads = super::free_threads();
+    let threads = match super::team::team_threads() {
+        Some(_) => 1,
+        None => super::free_threads(),
+    };
     #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
     if threads > 1 && work >= super::PARALLEL_WORK {
         return gemm::Parallelism::Rayon(threads);

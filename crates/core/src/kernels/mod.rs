@@ -7,6 +7,7 @@ pub mod im2col;
 pub mod plan;
 pub mod pool;
 pub mod simd;
+pub(crate) mod team;
 pub mod winograd;
 
 use std::cell::RefCell;
@@ -62,6 +63,17 @@ impl Epilogue<'_> {
 /// alone got faster: a parallel section called from outside the pool costs two Web Worker
 /// wake-ups (the pool's thread, then the caller).
 pub(crate) const PARALLEL_WORK: usize = 1 << 22;
+/// The bound inside a team's pass ([`team`]): a section costs no wake-up there, only the
+/// helpers' claims and the leader's wait for the slowest.
+pub(crate) const TEAM_PARALLEL_WORK: usize = 1 << 18;
+
+/// The bound for this thread now: [`TEAM_PARALLEL_WORK`] where it leads a team.
+pub(crate) fn parallel_work() -> usize {
+    match team::team_threads() {
+        Some(_) => TEAM_PARALLEL_WORK,
+        None => PARALLEL_WORK,
+    }
+}
 /// Weights up to this many floats (1 MiB) fit in each core's L2, so threads that each take a
 /// part of the output can all read them whole; bigger ones are better split among threads.
 const SHARED_WEIGHT_FLOATS: usize = 1 << 18;
@@ -81,7 +93,7 @@ impl Threads {
     /// For a conv of `macs` multiply-adds over `weight_floats` of weights, on `free` threads.
     pub(crate) fn for_conv(macs: usize, weight_floats: usize, free: usize) -> Threads {
         match (free, weight_floats) {
-            _ if free < 2 || macs < PARALLEL_WORK => Threads::One,
+            _ if free < 2 || macs < parallel_work() => Threads::One,
             (n, w) if w <= SHARED_WEIGHT_FLOATS => Threads::Parts(n),
             (n, _) => Threads::Products(n),
         }
@@ -131,9 +143,15 @@ fn give_scratch(v: Vec<f32>) {
 }
 
 /// Threads a kernel may use now: natively Candle's thread count, in the browser the Web Workers
-/// of the thread pool (a wasm build with atomics), except inside a parallel section (no
-/// nesting); one in a browser build without threads.
+/// of the thread pool (a wasm build with atomics; the team's, in a pass it leads), except inside
+/// a parallel section (no nesting); one in a browser build without threads.
 pub(crate) fn free_threads() -> usize {
+    if team::inside_item() {
+        return 1;
+    }
+    if let Some(n) = team::team_threads() {
+        return n;
+    }
     #[cfg(not(target_arch = "wasm32"))]
     if rayon::current_thread_index().is_none() {
         return candle_core::utils::get_num_threads();
@@ -150,6 +168,29 @@ pub fn threads() -> usize {
     free_threads()
 }
 
+/// The vector instructions the kernels run with, as the page names them: in wasm,
+/// what the build was compiled for (the page loads a relaxed-SIMD build where the browser has
+/// it); natively, the widest this CPU has.
+pub fn instructions() -> &'static str {
+    if cfg!(target_feature = "relaxed-simd") {
+        "relaxed SIMD"
+    } else if cfg!(target_arch = "wasm32") {
+        if cfg!(target_feature = "simd128") {
+            "SIMD128"
+        } else {
+            "scalar code"
+        }
+    } else if cfg!(target_arch = "x86_64") {
+        match simd::Width::widest() {
+            simd::Width::W16 => "AVX-512",
+            simd::Width::W8 => "AVX2",
+            simd::Width::W4 => "SSE2",
+        }
+    } else {
+        "scalar code"
+    }
+}
+
 /// `f(i, chunk)` for the `i`-th `chunk`-sized piece of `data`, on rayon's threads when `parallel`
 /// (where there are threads: natively, or a wasm build with atomics).
 pub(crate) fn for_chunks(
@@ -162,12 +203,16 @@ pub(crate) fn for_chunks(
     for_each_mut(&mut chunks, parallel, |i, c| f(i, c));
 }
 
-/// `f(i, item)` for every item, on rayon's threads when `parallel`.
+/// `f(i, item)` for every item, on rayon's threads when `parallel` (on the team's, in a pass
+/// this thread leads).
 pub(crate) fn for_each_mut<T: Send>(
     items: &mut [T],
     parallel: bool,
     f: impl Fn(usize, &mut T) + Sync + Send,
 ) {
+    if parallel && items.len() > 1 && team::for_each_mut(items, &f) {
+        return;
+    }
     #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
     if parallel {
         use rayon::prelude::*;

@@ -190,17 +190,22 @@ impl FastPlan {
         let mut values = Values::new(graph, x, taps)?;
         let mut node_ms = vec![0.0; if clock.is_some() { graph.nodes.len() } else { 0 }];
         let mut last = clock.map(|now| now());
-        for (i, node) in graph.nodes.iter().enumerate().skip(1) {
-            if !self.absorbed[i] {
-                self.node(graph, weights, i, &mut values)?;
+        // The whole pass as one team's (a threaded browser build): its parallel sections then
+        // cost no thread wake-up.
+        super::team::run(|| -> Result<()> {
+            for (i, node) in graph.nodes.iter().enumerate().skip(1) {
+                if !self.absorbed[i] {
+                    self.node(graph, weights, i, &mut values)?;
+                }
+                values.release_inputs(node);
+                if let (Some(now), Some(t0)) = (clock, last.as_mut()) {
+                    let t = now();
+                    node_ms[i] = t - *t0;
+                    *t0 = t;
+                }
             }
-            values.release_inputs(node);
-            if let (Some(now), Some(t0)) = (clock, last.as_mut()) {
-                let t = now();
-                node_ms[i] = t - *t0;
-                *t0 = t;
-            }
-        }
+            Ok(())
+        })?;
         let logits = values.output(graph)?;
         Ok(Output { logits, taps: values.into_taps(), bn_stats: vec![], node_ms })
     }

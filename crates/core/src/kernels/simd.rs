@@ -53,6 +53,15 @@ mod imp {
         pub fn splat(v: f32) -> Self {
             F32x4(f32x4_splat(v))
         }
+        /// `self · b + c`: one fused instruction in a relaxed-SIMD build (the page loads one only
+        /// where the browser validates it), a multiply and an add otherwise.
+        #[inline(always)]
+        pub fn mul_add(self, b: Self, c: Self) -> Self {
+            #[cfg(target_feature = "relaxed-simd")]
+            return F32x4(f32x4_relaxed_madd(self.0, b.0, c.0));
+            #[cfg(not(target_feature = "relaxed-simd"))]
+            return self * b + c;
+        }
         #[inline(always)]
         pub fn relu(self) -> Self {
             F32x4(f32x4_pmax(self.0, f32x4_splat(0.0)))
@@ -143,6 +152,11 @@ mod imp {
         pub fn splat(v: f32) -> Self {
             F32x4(unsafe { _mm_set1_ps(v) })
         }
+        /// `self · b + c` (SSE has no fused multiply-add; the wider widths do).
+        #[inline(always)]
+        pub fn mul_add(self, b: Self, c: Self) -> Self {
+            self * b + c
+        }
         #[inline(always)]
         pub fn relu(self) -> Self {
             F32x4(unsafe { _mm_max_ps(self.0, _mm_setzero_ps()) })
@@ -219,6 +233,10 @@ mod imp {
             F32x4([v; 4])
         }
         #[inline(always)]
+        pub fn mul_add(self, b: Self, c: Self) -> Self {
+            self * b + c
+        }
+        #[inline(always)]
         pub fn relu(self) -> Self {
             F32x4(self.0.map(|v| v.max(0.0)))
         }
@@ -261,6 +279,9 @@ pub trait Lanes:
     fn load(s: &[f32]) -> Self;
     fn store(self, s: &mut [f32]);
     fn splat(v: f32) -> Self;
+    /// `self · b + c`, fused where the instructions allow (rounded once: results may differ from
+    /// `self * b + c` in the last bit).
+    fn mul_add(self, b: Self, c: Self) -> Self;
     fn relu(self) -> Self;
     /// The even elements of `a ++ b`.
     fn evens(a: Self, b: Self) -> Self;
@@ -285,6 +306,10 @@ impl Lanes for F32x4 {
     #[inline(always)]
     fn splat(v: f32) -> Self {
         F32x4::splat(v)
+    }
+    #[inline(always)]
+    fn mul_add(self, b: Self, c: Self) -> Self {
+        F32x4::mul_add(self, b, c)
     }
     #[inline(always)]
     fn relu(self) -> Self {
@@ -461,6 +486,10 @@ mod wide {
             F32x8(unsafe { _mm256_set1_ps(v) })
         }
         #[inline(always)]
+        fn mul_add(self, b: Self, c: Self) -> Self {
+            F32x8(unsafe { _mm256_fmadd_ps(self.0, b.0, c.0) })
+        }
+        #[inline(always)]
         fn relu(self) -> Self {
             F32x8(unsafe { _mm256_max_ps(self.0, _mm256_setzero_ps()) })
         }
@@ -536,6 +565,10 @@ mod wide {
             F32x16(unsafe { _mm512_set1_ps(v) })
         }
         #[inline(always)]
+        fn mul_add(self, b: Self, c: Self) -> Self {
+            F32x16(unsafe { _mm512_fmadd_ps(self.0, b.0, c.0) })
+        }
+        #[inline(always)]
         fn relu(self) -> Self {
             F32x16(unsafe { _mm512_max_ps(self.0, _mm512_setzero_ps()) })
         }
@@ -603,6 +636,8 @@ mod tests {
                 let zipped: Vec<f32> = a.iter().zip(&b).flat_map(|(x, y)| [*x, *y]).collect();
                 assert_eq!(got(S::zip_lo(va, vb)), zipped[..n], "{n} zip_lo");
                 assert_eq!(got(S::zip_hi(va, vb)), zipped[n..], "{n} zip_hi");
+                let fused = got(va.mul_add(S::splat(2.0), vb));
+                assert_eq!(fused, (0..n).map(|i| (n + 3 * i) as f32).collect::<Vec<_>>(), "{n} mul_add");
                 let relu = got((va - vb + S::splat(3.0)).relu());
                 assert_eq!(relu, vec![if (n as f32) < 3.0 { 3.0 - n as f32 } else { 0.0 }; n]);
             }

@@ -544,12 +544,18 @@ trait Arith:
     Copy + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Mul<Output = Self>
 {
     fn k(v: f32) -> Self;
+    /// `self · b + c`, fused where the vector type can.
+    fn mul_add(self, b: Self, c: Self) -> Self;
 }
 
 impl Arith for f32 {
     #[inline(always)]
     fn k(v: f32) -> f32 {
         v
+    }
+    #[inline(always)]
+    fn mul_add(self, b: f32, c: f32) -> f32 {
+        self * b + c
     }
 }
 
@@ -558,20 +564,25 @@ impl<S: Lanes> Arith for S {
     fn k(v: f32) -> S {
         S::splat(v)
     }
+    #[inline(always)]
+    fn mul_add(self, b: S, c: S) -> S {
+        Lanes::mul_add(self, b, c)
+    }
 }
 
 /// `Bᵀ` of F(4×4, 3×3) applied to six values (rows, then columns).
 #[inline(always)]
 fn bt6<T: Arith>(d: [T; 6]) -> [T; 6] {
-    let (four, five, two) = (T::k(4.0), T::k(5.0), T::k(2.0));
+    let (four, minus_four, minus_five) = (T::k(4.0), T::k(-4.0), T::k(-5.0));
+    let (two, minus_two) = (T::k(2.0), T::k(-2.0));
     let (s, t) = (d[4] - d[2], d[3] - d[1]);
     [
-        four * d[0] - five * d[2] + d[4],
-        d[3] + d[4] - four * (d[1] + d[2]),
-        d[4] - d[3] + four * (d[1] - d[2]),
-        s + two * t,
-        s - two * t,
-        four * d[1] - five * d[3] + d[5],
+        four.mul_add(d[0], minus_five.mul_add(d[2], d[4])),
+        minus_four.mul_add(d[1] + d[2], d[3] + d[4]),
+        four.mul_add(d[1] - d[2], d[4] - d[3]),
+        two.mul_add(t, s),
+        minus_two.mul_add(t, s),
+        four.mul_add(d[1], minus_five.mul_add(d[3], d[5])),
     ]
 }
 
@@ -644,7 +655,12 @@ struct OutputPlane4<'a>(OutputPlane<'a>);
 #[inline(always)]
 fn at6<S: Lanes>(m: [S; 6]) -> [S; 4] {
     let (a, b, c, d) = (m[1] + m[2], m[1] - m[2], m[3] + m[4], m[3] - m[4]);
-    [m[0] + a + c, b + S::splat(2.0) * d, a + S::splat(4.0) * c, b + S::splat(8.0) * d + m[5]]
+    [
+        m[0] + a + c,
+        S::splat(2.0).mul_add(d, b),
+        S::splat(4.0).mul_add(c, a),
+        S::splat(8.0).mul_add(d, b + m[5]),
+    ]
 }
 
 impl Kernel for OutputPlane4<'_> {
@@ -937,9 +953,12 @@ impl Split {
         let m = tile.m();
         let (th, tiles) = (h.div_ceil(m), h.div_ceil(m) * w.div_ceil(m));
         let u = tile.xis() * out_ch * in_ch;
+        // In a team's pass a section costs no wake-up, so three per block are cheap, while
+        // narrow blocks would each pay gemm's per-product overhead on few tiles.
+        let narrow_ok = super::team::team_threads().is_none();
         match Threads::for_conv(u * tiles, u, threads) {
             Threads::One => Split::Serial,
-            Threads::Parts(n) if th >= n => Split::Blocks(n),
+            Threads::Parts(n) if th >= n && (narrow_ok || tiles / n >= MIN_BLOCK_TILES) => Split::Blocks(n),
             // Blocks big enough that reading U once per block costs little beside them.
             Threads::Products(n) if th >= n && tiles / n >= MIN_BLOCK_TILES => Split::Blocks(n),
             _ => Split::Within,

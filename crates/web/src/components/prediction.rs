@@ -62,7 +62,8 @@ pub fn prediction(p: &Props) -> Html {
                 { "The net takes " }<strong><span data-testid="inference-ms">{ format!("{:.1}", r.inference_ms) }</span>{ " ms" }</strong>
                 { " to classify this image " }
                 <span class="muted">{ runs_in_words(&r.inference_runs) }
-                    { " — in WebAssembly, on " }{ threads_in_words(r.threads) }
+                    { " — in WebAssembly with " }<span data-testid="instructions">{ &r.instructions }</span>
+                    { ", on " }{ threads_in_words(r.threads) }
                     { format!(" of this computer. Keeping every layer's output for the panels below costs another {:.1} ms.", r.taps_ms) }</span>
             </p>
         }
