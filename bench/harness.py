@@ -31,11 +31,16 @@ MAX_LOGIT_DIFF = 1e-3
 # The browser's threaded rows: ours and onnxruntime-web with this many threads each.
 WASM_THREADS = 2
 
-# model -> ONNX file, input side, our weights (None: random weights, timing only)
+# model -> ONNX file, input side, our weights (None: random weights of our own, timing only)
 MODELS = {
-    "cifar-resnet20": ("cifar10-resnet20.onnx", 32, SHARED / "weights" / "cifar10-resnet20.safetensors"),
-    "resnet18": ("resnet18-imagenet-random.onnx", 224, None),
+    "cifar-resnet20": (SHARED / "bench" / "cifar10-resnet20.onnx", 32, SHARED / "weights" / "cifar10-resnet20.safetensors"),
+    "resnet18": (SHARED / "bench" / "resnet18-imagenet-random.onnx", 224, None),
+    # The browser's alone (full runs): exported by the bench's torch (torch_export.py), random
+    # weights that both sides load, so the logits are compared.
+    "resnet50": (WORK / "resnet50-imagenet-random.onnx", 224, WORK / "resnet50-imagenet-random.safetensors"),
 }
+# The native section's models (ResNet-50 at batch 32 would take most of its time).
+NATIVE_MODELS = ["cifar-resnet20", "resnet18"]
 
 
 def log(msg):
@@ -64,9 +69,44 @@ def make_input(model, batch):
     return path
 
 
+def url(path):
+    """Where the bench page (bench/web/drive.mjs) serves a file of ../shared or bench/.work."""
+    for root, prefix in ((SHARED, "/shared/"), (WORK, "/work/")):
+        if path.is_relative_to(root):
+            return prefix + path.relative_to(root).as_posix()
+    raise ValueError(f"{path} is served by neither /shared/ nor /work/")
+
+
+def torch_env():
+    """PyTorch's environment (the CUDA stand-ins), or None where bench/run installed no torch."""
+    stubs = BENCH / ".venv" / "cuda-stubs"
+    return dict(os.environ, LD_LIBRARY_PATH=str(stubs)) if stubs.exists() else None
+
+
+def exported_models(quick):
+    """The browser's models that the bench's torch exports (torch_export.py), made once; none in
+    a --quick run or without torch."""
+    if quick:
+        return []
+    env = torch_env()
+    if env is None:
+        log("browser: no torch, so no ResNet-50 (bench/run installs it for full runs)")
+        return []
+    for m in ("resnet50",):
+        onnx_path, _, weights = MODELS[m]
+        if not (onnx_path.exists() and weights.exists()):
+            log(f"torch_export.py {m}")
+            prefix = WORK / onnx_path.stem
+            p = subprocess.run([str(BENCH / ".venv/bin/python"), str(BENCH / "torch_export.py"), m, str(prefix)],
+                               env=env, capture_output=True, text=True, cwd=BENCH)
+            if p.returncode != 0:
+                raise SystemExit(f"torch_export.py {m} failed:\n{p.stderr}")
+    return ["resnet50"]
+
+
 def dynamic_batch_onnx(model):
     """The shared ONNX files have batch 1 baked in: a copy with a symbolic batch dimension."""
-    src = SHARED / "bench" / MODELS[model][0]
+    src = MODELS[model][0]
     dst = WORK / f"{model}-dynamic.onnx"
     if not dst.exists():
         m = onnx.load(src)
@@ -83,7 +123,7 @@ def ort_session(model, threads, batch):
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    path = SHARED / "bench" / MODELS[model][0] if batch == 1 else dynamic_batch_onnx(model)
+    path = MODELS[model][0] if batch == 1 else dynamic_batch_onnx(model)
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
@@ -124,12 +164,11 @@ def run_ours(model, threads, batch, it, mode="fast", logits_out=None):
 
 def run_torch(threads, runs, it):
     """PyTorch in a subprocess (its thread pool is per process), or the reason it is missing."""
-    stubs = BENCH / ".venv" / "cuda-stubs"
-    if not stubs.exists():
+    env = torch_env()
+    if env is None:
         return None, "unavailable: torch not installed (bench/run --quick skips it)"
     cfg = WORK / f"torch-{threads}.json"
     cfg.write_text(json.dumps({"threads": threads, "runs": runs, **it}))
-    env = dict(os.environ, LD_LIBRARY_PATH=str(stubs))
     p = subprocess.run(
         [str(BENCH / ".venv/bin/python"), str(BENCH / "torch_bench.py"), str(cfg)], env=env, capture_output=True, text=True
     )
@@ -243,6 +282,7 @@ def add_relaxed(row, rel, plain, what):
 
 
 def browser(models, quick):
+    models = list(models) + exported_models(quick)
     cfg = {
         "common": {
             "warmup": 1 if quick else 3,
@@ -253,8 +293,8 @@ def browser(models, quick):
             "models": [
                 {
                     "name": m,
-                    "onnx": f"/shared/bench/{MODELS[m][0]}",
-                    "weights": f"/shared/weights/{MODELS[m][2].name}" if MODELS[m][2] else None,
+                    "onnx": url(MODELS[m][0]),
+                    "weights": url(MODELS[m][2]) if MODELS[m][2] else None,
                     "input": f"/work/{make_input(m, 1).name}",
                     "dims": [1, 3, MODELS[m][1], MODELS[m][1]],
                 }
@@ -497,8 +537,8 @@ def validate(res):
 def native_plan(quick):
     """Models, thread counts, batch sizes and loop settings of the native section."""
     if quick:
-        return ["cifar-resnet20"], [1], [1, 2], {"warmup": 1, "min_iters": 3, "max_iters": 5, "budget_s": 0.1, "rounds": 1}
-    return list(MODELS), [1, 2], [1, 32], {"warmup": 3, "min_iters": 30, "max_iters": 300, "budget_s": 1.0, "rounds": 3}
+        return NATIVE_MODELS[:1], [1], [1, 2], {"warmup": 1, "min_iters": 3, "max_iters": 5, "budget_s": 0.1, "rounds": 1}
+    return NATIVE_MODELS, [1, 2], [1, 32], {"warmup": 3, "min_iters": 30, "max_iters": 300, "budget_s": 1.0, "rounds": 3}
 
 
 def main():

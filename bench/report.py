@@ -43,7 +43,7 @@ def markdown(res):
         f"Medians in ms; ratio = ours / anchor (lower is better).{' **--quick run: smoke test, not a measurement.**' if res['quick'] else ''}",
         "",
         "**Browser** (wasm32 + simd128, 1 thread, batch 1; onnxruntime-web wasm EP, SIMD, numThreads = 1"
-        + (f"; measured {res['wasm_run']['date']}" if res.get("wasm_run") else "") + ")",
+        + (f"; measured {res['wasm_run']['date']} on {res['wasm_run']['cpu']}" if res.get("wasm_run") else "") + ")",
         "",
         "| model | ours | ours, all taps | onnxruntime-web | ours / ORT-web | taps / plain | ours, gemm scalar | GFLOP/s ours / ORT-web "
         "| ours, relaxed SIMD | relaxed / ORT-web |",
@@ -56,7 +56,7 @@ def markdown(res):
             f"{fmt(r.get('ours_relaxed_ms'))} | **{fmt(r.get('relaxed_ratio'))}×** |"
         )
     if res.get("wasm_threads"):
-        when = f", measured {res['wasm_run']['date']}" if res.get("wasm_run") else ""
+        when = f", measured {res['wasm_run']['date']} on {res['wasm_run']['cpu']}" if res.get("wasm_run") else ""
         t = next(iter(res["wasm_threads"].values()))["threads"]
         lines += [
             "",

@@ -68,18 +68,50 @@ class CifarResNet(nn.Module):
         return self.linear(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
-class ResNet18(nn.Module):
-    def __init__(self):
+class Bottleneck(nn.Module):
+    """torchvision's bottleneck (v1.5: the stride on the 3×3), its names."""
+
+    def __init__(self, inp, planes, stride):
+        super().__init__()
+        out = planes * 4
+        self.conv1 = nn.Conv2d(inp, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out)
+        self.downsample = None
+        if stride != 1 or inp != out:
+            self.downsample = nn.Sequential(nn.Conv2d(inp, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ImageNetResNet(nn.Module):
+    """torchvision's ResNet-18 (basic blocks) and ResNet-50 (bottlenecks), its names."""
+
+    def __init__(self, counts, bottleneck=False):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         inp = 64
-        for i, (planes, stride) in enumerate([(64, 1), (128, 2), (256, 2), (512, 2)]):
-            b0 = BasicBlock(inp, planes, stride, "B" if (stride != 1 or inp != planes) else None)
-            setattr(self, f"layer{i + 1}", nn.Sequential(b0, BasicBlock(planes, planes, 1, None)))
-            inp = planes
-        self.fc = nn.Linear(512, 1000)
+        for i, (planes, stride, n) in enumerate(zip([64, 128, 256, 512], [1, 2, 2, 2], counts)):
+            blocks = []
+            for j in range(n):
+                s = stride if j == 0 else 1
+                if bottleneck:
+                    blocks.append(Bottleneck(inp, planes, s))
+                    inp = planes * 4
+                else:
+                    blocks.append(BasicBlock(inp, planes, s, "B" if (s != 1 or inp != planes) else None))
+                    inp = planes
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.fc = nn.Linear(inp, 1000)
 
     def forward(self, x):
         x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
@@ -101,12 +133,27 @@ def load_safetensors(path):
     return state
 
 
+def save_safetensors(path, state):
+    """float32 tensors as a safetensors file, in the layout load_safetensors reads."""
+    header, blobs, offset = {}, [], 0
+    for name, t in state.items():
+        blob = t.detach().contiguous().to(torch.float32).numpy().tobytes()
+        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)  # the format aligns the data to 8 bytes
+    with open(path, "wb") as f:
+        f.write(len(head).to_bytes(8, "little") + head + b"".join(blobs))
+
+
 def build(name, weights):
     model = {
         "cifar-resnet20": lambda: CifarResNet(3),
         "cifar-resnet56": lambda: CifarResNet(9),
         "cifar-plain56": lambda: CifarResNet(9, plain=True),
-        "resnet18": ResNet18,
+        "resnet18": lambda: ImageNetResNet([2, 2, 2, 2]),
+        "resnet50": lambda: ImageNetResNet([3, 4, 6, 3], bottleneck=True),
     }[name]()
     if weights:
         state = load_safetensors(weights)
