@@ -92,16 +92,16 @@ def exported_models(quick):
     if env is None:
         log("browser: no torch, so no ResNet-50 (bench/run installs it for full runs)")
         return []
-    for m in ("resnet50",):
-        onnx_path, _, weights = MODELS[m]
-        if not (onnx_path.exists() and weights.exists()):
-            log(f"torch_export.py {m}")
-            prefix = WORK / onnx_path.stem
-            p = subprocess.run([str(BENCH / ".venv/bin/python"), str(BENCH / "torch_export.py"), m, str(prefix)],
-                               env=env, capture_output=True, text=True, cwd=BENCH)
-            if p.returncode != 0:
-                raise SystemExit(f"torch_export.py {m} failed:\n{p.stderr}")
-    return ["resnet50"]
+    m = "resnet50"
+    onnx_path, _, weights = MODELS[m]
+    if not (onnx_path.exists() and weights.exists()):
+        log(f"torch_export.py {m}")
+        prefix = WORK / onnx_path.stem
+        p = subprocess.run([str(BENCH / ".venv/bin/python"), str(BENCH / "torch_export.py"), m, str(prefix)],
+                           env=env, capture_output=True, text=True, cwd=BENCH)
+        if p.returncode != 0:
+            raise SystemExit(f"torch_export.py {m} failed:\n{p.stderr}")
+    return [m]
 
 
 def dynamic_batch_onnx(model):

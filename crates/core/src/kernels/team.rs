@@ -143,7 +143,7 @@ pub(crate) fn run<R>(pass: impl FnOnce() -> R) -> R {
 /// pool, in the browser). Inside a team, or in an item, or with one thread, `pass` runs as it is.
 pub(crate) fn run_team<R>(pass: impl FnOnce() -> R) -> R {
     let threads = rayon::current_num_threads();
-    if threads < 2 || leading().is_some() || in_item() {
+    if threads < 2 || leading().is_some() || inside_item() {
         return pass();
     }
     let team = Arc::new(Team {
@@ -170,24 +170,20 @@ fn leading() -> Option<&'static Team> {
     (!p.is_null()).then(|| unsafe { &*p })
 }
 
-fn in_item() -> bool {
+/// Whether this thread runs an item of a team's section (where nothing splits further).
+pub(crate) fn inside_item() -> bool {
     IN_ITEM.with(|f| f.get())
 }
 
 /// The threads of the team this thread leads (outside an item), if it leads one.
 pub(crate) fn team_threads() -> Option<usize> {
-    leading().filter(|_| !in_item()).map(|t| t.threads)
-}
-
-/// Whether this thread runs an item of a team's section (where nothing splits further).
-pub(crate) fn inside_item() -> bool {
-    in_item()
+    leading().filter(|_| !inside_item()).map(|t| t.threads)
 }
 
 /// `f(i, item)` for every item, on the team this thread leads; false (nothing run) if it leads
 /// none or there are too many items for the state word.
 pub(crate) fn for_each_mut<T: Send>(items: &mut [T], f: &(impl Fn(usize, &mut T) + Sync)) -> bool {
-    let Some(team) = leading().filter(|_| !in_item()) else { return false };
+    let Some(team) = leading().filter(|_| !inside_item()) else { return false };
     if items.len() > MAX_ITEMS {
         return false;
     }
