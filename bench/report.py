@@ -79,15 +79,16 @@ def markdown(res):
         "BatchNorm, residual add and ReLU fused into it; conv GFLOP/s counts direct-convolution MACs, so Winograd's saving "
         "shows as a higher rate. Per layer in results.json)",
         "",
-        "| model | where | forward | 3×3 stride-1 convs (Winograd) | other convs (im2col + gemm) | 1×1 convs (gemm) | pooling | "
-        "unfused BN / ReLU / add | linear + other | conv GFLOP/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | where | forward | 3×3 stride-1 convs (Winograd) | stems, small strided convs (direct) | "
+        "other convs (im2col + gemm) | 1×1 convs (gemm) | pooling | unfused BN / ReLU / add | linear + other | conv GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for where, profs in (("wasm", {m: r["profile"] for m, r in res["wasm"].items()}), ("native", res.get("native_profile", {}))):
         for m, p in profs.items():
             k = p["by_kind"]
             lines.append(
-                f"| {m} | {where} | {fmt(p['forward_ms'])} | {fmt(k.get('conv_winograd', 0))} | {fmt(k.get('conv_im2col', 0))} | "
+                f"| {m} | {where} | {fmt(p['forward_ms'])} | {fmt(k.get('conv_winograd', 0))} | {fmt(k.get('conv_direct', 0))} | "
+                f"{fmt(k.get('conv_im2col', 0))} | "
                 f"{fmt(k.get('conv_1x1', 0))} | {fmt(k.get('pooling', 0))} | {fmt(k.get('bn_relu_add', 0))} | "
                 f"{fmt(k.get('linear', 0) + k.get('other', 0))} | {fmt(p['conv_gflops'], 1)} |"
             )

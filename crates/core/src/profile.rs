@@ -16,6 +16,8 @@ use crate::Model;
 pub enum Kind {
     /// 3×3 stride-1 convs (Winograd).
     ConvWinograd,
+    /// Strided convs and RGB stems (the direct kernel).
+    ConvDirect,
     /// Other convs (im2col + gemm).
     ConvIm2col,
     /// 1×1 stride-1 convs (one gemm).
@@ -31,8 +33,9 @@ pub enum Kind {
 impl Kind {
     pub fn of(op: &Op) -> Kind {
         match op {
-            Op::Conv2d(c) => match ConvPath::of(c.kernel, c.stride, c.padding) {
+            Op::Conv2d(c) => match ConvPath::of(c.in_ch, c.kernel, c.stride, c.padding) {
                 ConvPath::Winograd => Kind::ConvWinograd,
+                ConvPath::Direct => Kind::ConvDirect,
                 ConvPath::Pointwise => Kind::Conv1x1,
                 ConvPath::Im2col => Kind::ConvIm2col,
             },

@@ -1,7 +1,8 @@
 //! 2-D convolution for inference: a [`PreparedConv`] chooses its kernel once ([`ConvPath`]) —
-//! Winograd for 3×3 stride-1 padding-1 ([`super::winograd`]), one gemm for 1×1, im2col + gemm
-//! for the rest ([`super::im2col`]) — lays its weights out for it, and applies bias, residual
-//! add and ReLU while the output is in cache.
+//! Winograd for 3×3 stride-1 padding-1 ([`super::winograd`]), one gemm for 1×1, a direct kernel
+//! for strided convs and stems with few input channels ([`super::direct`]), im2col + gemm for
+//! the rest ([`super::im2col`]) — lays its weights out for it, and applies bias, residual add
+//! and ReLU while the output is in cache.
 //!
 //! Candle's CPU conv gathers the im2col matrix one element at a time through strided index
 //! arithmetic; on ResNet-sized layers that gather, not the gemm, took most of the conv's time.
@@ -10,6 +11,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
+use super::direct::{split_pairs, DirectConv};
 use super::gemm::{matmul, matmul_one_thread, Mat};
 use super::im2col::{im2col, ConvGeometry};
 use super::winograd::{Tile, Winograd3x3};
@@ -44,6 +46,10 @@ fn with_phases<R>(x: &[f32], g: &ConvGeometry, parallel: bool, f: impl FnOnce(&[
             if w % s != 0 {
                 row.fill(0.0); // the short phases' last element
             }
+            if s == 2 {
+                split_pairs(src, 0, row.split_at_mut(pw));
+                continue;
+            }
             for (j, &v) in src.iter().enumerate() {
                 row[(j % s) * pw + j / s] = v;
             }
@@ -61,15 +67,32 @@ pub enum ConvPath {
     Winograd,
     /// 1×1, stride 1, no padding: one gemm on the NCHW layout.
     Pointwise,
+    /// Larger than 1×1 and strided with at most [`DIRECT_MAX_TAPS`] inputs per output
+    /// (ResNet-20's stride-2 convs), or a stem of at most [`DIRECT_STEM_CHANNELS`] input
+    /// channels (the 7×7 stem, a CIFAR net's 3×3 one): the direct kernel.
+    Direct,
     /// Anything else: im2col + gemm.
     Im2col,
 }
 
+/// Inputs per output (`in_ch·k·k`) up to which a strided conv runs on the direct kernel: past
+/// it, gemm's blocking of the long inner dimension wins (measured on an AVX2 core: ResNet-20's
+/// 144 and 288 take 0.78× of im2col + gemm's time, ResNet-18's 576 1.4×).
+pub const DIRECT_MAX_TAPS: usize = 512;
+/// Input channels up to which a stride-1 conv runs on the direct kernel (an RGB stem): with so
+/// few channels, Winograd's transforms cost more than they save.
+pub const DIRECT_STEM_CHANNELS: usize = 4;
+
 impl ConvPath {
-    pub fn of(kernel: usize, stride: usize, padding: usize) -> Self {
+    pub fn of(in_ch: usize, kernel: usize, stride: usize, padding: usize) -> Self {
+        let taps = in_ch * kernel * kernel;
         match (kernel, stride, padding) {
-            (3, 1, 1) => ConvPath::Winograd,
             (1, 1, 0) => ConvPath::Pointwise,
+            // A strided 1×1 conv is a subsample and a product: gemm's.
+            (1, _, _) => ConvPath::Im2col,
+            _ if in_ch <= DIRECT_STEM_CHANNELS => ConvPath::Direct,
+            (3, 1, 1) => ConvPath::Winograd,
+            (_, s, _) if s > 1 && taps <= DIRECT_MAX_TAPS => ConvPath::Direct,
             _ => ConvPath::Im2col,
         }
     }
@@ -82,6 +105,7 @@ enum Kernel {
     Winograd(Winograd3x3),
     /// `[out_ch, in_ch]`.
     Pointwise(Vec<f32>),
+    Direct(DirectConv),
     /// `[out_ch, in_ch·k·k]`.
     Im2col(Vec<f32>),
 }
@@ -114,6 +138,21 @@ impl PreparedConv {
         stride: usize,
         plane: Option<(usize, usize)>,
     ) -> Result<Self> {
+        let (_, in_ch, k, _) = weight.dims4()?;
+        Self::with_path(weight, bias, padding, stride, plane, ConvPath::of(in_ch, k, stride, padding))
+    }
+
+    /// [`Self::for_plane`] on a kernel chosen by the caller (the tests run every kernel that
+    /// can take a conv): Winograd takes 3×3 stride-1 padding-1 convs only, Pointwise 1×1
+    /// stride-1 unpadded ones; Direct and Im2col take any.
+    pub fn with_path(
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        padding: usize,
+        stride: usize,
+        plane: Option<(usize, usize)>,
+        path: ConvPath,
+    ) -> Result<Self> {
         let (out_ch, in_ch, k, k2) = weight.dims4()?;
         if k != k2 {
             candle_core::bail!("fast conv: square kernels only, got {k}×{k2}");
@@ -126,12 +165,21 @@ impl PreparedConv {
                 bias.map_or(0, |b| b.len())
             );
         }
-        let kernel = match ConvPath::of(k, stride, padding) {
+        let fits = match path {
+            ConvPath::Winograd => (k, stride, padding) == (3, 1, 1),
+            ConvPath::Pointwise => (k, stride, padding) == (1, 1, 0),
+            ConvPath::Direct | ConvPath::Im2col => true,
+        };
+        if !fits {
+            candle_core::bail!("fast conv: the {path:?} kernel cannot run a {k}×{k} conv of stride {stride}, padding {padding}");
+        }
+        let kernel = match path {
             ConvPath::Winograd => {
                 let tile = plane.map_or(Tile::F2, |p| Tile::for_plane(out_ch, in_ch, p));
                 Kernel::Winograd(Winograd3x3::with_tile(&weight, out_ch, in_ch, tile))
             }
             ConvPath::Pointwise => Kernel::Pointwise(weight),
+            ConvPath::Direct => Kernel::Direct(DirectConv::new(&weight, out_ch, in_ch, k)),
             ConvPath::Im2col => Kernel::Im2col(weight),
         };
         Ok(PreparedConv { out_ch, in_ch, k, stride, padding, kernel, bias })
@@ -205,6 +253,11 @@ impl PreparedConv {
         let plane = g.oh * g.ow;
         match &self.kernel {
             Kernel::Winograd(wino) => return wino.forward(x, g.h, g.w, out, epi),
+            Kernel::Direct(direct) => {
+                let work = self.out_ch * g.rows() * plane;
+                let threads = Threads::for_conv(work, self.out_ch * g.rows(), free_threads());
+                return direct.forward(x, g, out, epi, threads);
+            }
             Kernel::Pointwise(weight) => {
                 // A 1×1 conv is already a matmul on the NCHW layout.
                 let b = Mat { data: x, rows: g.c, cols: plane, stride: plane };
@@ -341,16 +394,79 @@ mod tests {
             let x = Tensor::randn(0f32, 1.0, (2, c, h, w), &dev)?;
             let wt = Tensor::randn(0f32, 1.0, (oc, c, k, k), &dev)?;
             let want = x.conv2d(&wt, p, s, 1, 1)?;
-            let got = conv2d(&x, &wt, p, s)?;
-            assert_eq!(want.dims(), got.dims(), "{c} {h} {w} {oc} {k} {s} {p}");
+            // The kernel the conv would get, then every other kernel that can take it.
+            let chosen = conv2d(&x, &wt, p, s)?;
+            let others = ALL_PATHS.into_iter().filter_map(|path| {
+                PreparedConv::with_path(&wt, None, p, s, Some((h, w)), path).ok().map(|conv| (path, conv))
+            });
+            let mut got = vec![(ConvPath::of(c, k, s, p), chosen)];
+            for (path, conv) in others {
+                got.push((path, conv.forward(&x, None, false)?));
+            }
+            assert!(got.len() >= 3, "every conv runs on im2col and the direct kernel too");
             // Sums of up to 784 products reach ~100, where 1e-4 is a dozen f32 steps: bound the
             // rounding relative to the output's size (1 in 500,000), never looser than 1e-4.
             let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
-            let diff = (want - got)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
             let tol = (2e-6 * scale).max(1e-4);
-            assert!(diff < tol, "case {:?}: diff {diff} (outputs up to {scale})", (c, h, w, oc, k, s, p));
+            for (path, got) in got {
+                assert_eq!(want.dims(), got.dims(), "{path:?} {c} {h} {w} {oc} {k} {s} {p}");
+                let diff = (&want - got)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                let case = (c, h, w, oc, k, s, p);
+                assert!(diff < tol, "{path:?}, case {case:?}: diff {diff} (outputs up to {scale})");
+            }
         }
         Ok(())
+    }
+
+    const ALL_PATHS: [ConvPath; 4] =
+        [ConvPath::Winograd, ConvPath::Pointwise, ConvPath::Direct, ConvPath::Im2col];
+
+    /// The direct kernel at every vector width this CPU has, with the fused epilogue, on
+    /// planes that end mid-vector and channel counts that end mid-tile.
+    #[test]
+    fn direct_kernel_at_every_width() -> Result<()> {
+        use super::super::simd::{with_width_limit, Width};
+        let dev = Device::Cpu;
+        for (c, h, w, oc, k, s, p) in [
+            (3, 19, 23, 5, 7, 2, 3),
+            (5, 9, 13, 7, 3, 2, 1),
+            (2, 11, 37, 9, 3, 1, 1),
+            (4, 10, 10, 3, 1, 2, 0),
+        ] {
+            let x = Tensor::randn(0f32, 1.0, (1, c, h, w), &dev)?;
+            let wt = Tensor::randn(0f32, 1.0, (oc, c, k, k), &dev)?;
+            let b = Tensor::randn(0f32, 1.0, oc, &dev)?;
+            let plain = x.conv2d(&wt, p, s, 1, 1)?.broadcast_add(&b.reshape((1, oc, 1, 1))?)?;
+            let res = Tensor::randn(0f32, 1.0, plain.dims(), &dev)?;
+            let want = (&plain + &res)?.relu()?;
+            let conv = PreparedConv::with_path(&wt, Some(&b), p, s, None, ConvPath::Direct)?;
+            for width in Width::available() {
+                let got = with_width_limit(width, || conv.forward(&x, Some(&res), true))?;
+                let diff = (&want - got)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                assert!(diff < 1e-4, "{width:?}, case {:?}: diff {diff}", (c, h, w, oc, k, s, p));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn kernels_refuse_convs_they_cannot_run() -> Result<()> {
+        let wt = Tensor::zeros((4, 3, 3, 3), DType::F32, &Device::Cpu)?;
+        assert!(PreparedConv::with_path(&wt, None, 1, 2, None, ConvPath::Winograd).is_err());
+        assert!(PreparedConv::with_path(&wt, None, 1, 1, None, ConvPath::Pointwise).is_err());
+        assert!(PreparedConv::with_path(&wt, None, 1, 2, None, ConvPath::Direct).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn paths_are_chosen_by_shape() {
+        assert_eq!(ConvPath::of(3, 7, 2, 3), ConvPath::Direct, "ResNet's 7×7 stem");
+        assert_eq!(ConvPath::of(3, 3, 1, 1), ConvPath::Direct, "a CIFAR ResNet's RGB stem");
+        assert_eq!(ConvPath::of(16, 3, 2, 1), ConvPath::Direct, "ResNet-20's stride-2 convs");
+        assert_eq!(ConvPath::of(16, 3, 1, 1), ConvPath::Winograd);
+        assert_eq!(ConvPath::of(256, 3, 2, 1), ConvPath::Im2col, "many input channels");
+        assert_eq!(ConvPath::of(64, 1, 2, 0), ConvPath::Im2col, "a strided 1×1 is a subsample and a gemm");
+        assert_eq!(ConvPath::of(64, 1, 1, 0), ConvPath::Pointwise);
     }
 
     /// The bands-on-threads im2col path gives what one band at a time gives, epilogue included,
@@ -364,7 +480,7 @@ mod tests {
             let x = Tensor::randn(0f32, 1.0, (1, c, h, w), &dev)?;
             let wt = Tensor::randn(0f32, 1.0, (oc, c, k, k), &dev)?;
             let b = Tensor::randn(0f32, 1.0, oc, &dev)?;
-            let conv = PreparedConv::new(&wt, Some(&b), p, s)?;
+            let conv = PreparedConv::with_path(&wt, Some(&b), p, s, None, ConvPath::Im2col)?;
             let g = ConvGeometry::new(c, (h, w), k, s, p).expect("valid geometry");
             let xs = x.flatten_all()?.to_vec1::<f32>()?;
             let res: Vec<f32> = Tensor::randn(0f32, 1.0, oc * g.oh * g.ow, &dev)?.to_vec1()?;

@@ -2,6 +2,7 @@
 //! Candle forward (`Model::forward_reference`, max abs diff ≤ 1e-4).
 
 pub mod conv;
+pub mod direct;
 pub mod gemm;
 pub mod im2col;
 pub mod plan;
@@ -288,6 +289,33 @@ pub fn add(a: &Tensor, b: &Tensor, relu_too: bool) -> Result<(Tensor, Option<Ten
     pair(out, relu_too.then_some(relu), a.dims(), a.device())
 }
 
+/// A CIFAR ResNet's option-A shortcut ([`crate::ops::shortcut_a`]): `x[:, :, ::s, ::s]` with
+/// zero channels added equally on both sides, in one pass over the output (through Candle's
+/// strided views and pad it took as long as a conv of ResNet-20's). `x`: plain, `[n, c, h, w]`,
+/// `out_ch ≥ c`.
+pub fn shortcut_a(x: &Tensor, out_ch: usize, stride: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    if out_ch < c || stride == 0 {
+        candle_core::bail!("shortcut A: {c} channels to {out_ch}, stride {stride}");
+    }
+    let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
+    let before = (out_ch - c) / 2;
+    let mut out = vec![0f32; n * out_ch * oh * ow];
+    with_slice(x, |xs| {
+        for (image, dst) in xs.chunks_exact(c * h * w).zip(out.chunks_exact_mut(out_ch * oh * ow)) {
+            let kept = &mut dst[before * oh * ow..][..c * oh * ow];
+            for (plane, dst) in image.chunks_exact(h * w).zip(kept.chunks_exact_mut(oh * ow)) {
+                for (row, dst) in plane.chunks_exact(w).step_by(stride).zip(dst.chunks_exact_mut(ow)) {
+                    for (d, &v) in dst.iter_mut().zip(row.iter().step_by(stride)) {
+                        *d = v;
+                    }
+                }
+            }
+        }
+    })?;
+    Tensor::from_vec(out, (n, out_ch, oh, ow), x.device())
+}
+
 fn relu_of(x: &[f32], out: &mut [f32]) {
     for (r, &v) in out.iter_mut().zip(x) {
         *r = if v > 0.0 { v } else { 0.0 };
@@ -315,6 +343,23 @@ mod tests {
         assert_eq!(Threads::for_conv(big, 1, 1), Threads::One, "one thread free");
         assert_eq!(Threads::for_conv(big, SHARED_WEIGHT_FLOATS, 2), Threads::Parts(2));
         assert_eq!(Threads::for_conv(big, SHARED_WEIGHT_FLOATS + 1, 4), Threads::Products(4));
+    }
+
+    #[test]
+    fn shortcut_a_matches_the_reference() -> Result<()> {
+        let dev = Device::Cpu;
+        for (c, h, w, out_ch, stride) in
+            [(16, 32, 32, 32, 2), (3, 7, 5, 8, 2), (4, 9, 10, 4, 3), (2, 3, 3, 5, 1)]
+        {
+            let x = Tensor::randn(0f32, 1.0, (2, c, h, w), &dev)?;
+            let want = crate::ops::shortcut_a(&x, out_ch, stride)?;
+            let got = shortcut_a(&x, out_ch, stride)?;
+            assert_eq!(want.dims(), got.dims());
+            let diff = (want - got)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            assert_eq!(diff, 0.0, "{:?}", (c, h, w, out_ch, stride));
+        }
+        assert!(shortcut_a(&Tensor::zeros((1, 4, 2, 2), DType::F32, &dev)?, 2, 1).is_err());
+        Ok(())
     }
 
     #[test]

@@ -233,6 +233,9 @@ impl FastPlan {
                 y
             }
             Op::MaxPool2d(p) => super::pool::max_pool2d(xs[0], p)?,
+            &Op::ShortcutA { out_ch, stride } if out_ch >= xs[0].dim(1)? => {
+                super::shortcut_a(xs[0], out_ch, stride)?
+            }
             _ => eval_node(node, &xs, weights)?,
         };
         if let Some(f) = &self.convs[i] {
