@@ -290,6 +290,10 @@ def browser(models, quick):
             "samples": 3 if quick else 30,
             "minSampleMs": 5 if quick else 30,
             "profileReps": 1 if quick else 11,
+            # A pause before each contender's sample: a threaded contender's pool spins on after
+            # its loop and took a core from the next one (ours on 2 threads: 1.6 ms alone, 2.7
+            # interleaved with onnxruntime-web; 2026-12-06).
+            "settleMs": 0 if quick else 100,
             "models": [
                 {
                     "name": m,

@@ -40,7 +40,7 @@ function stats(times, runsPerSample) {
 // (one loop of each per round), so a slow phase of a noisy machine hits all of them alike. The
 // warm-up lasts at least `warmupMs` as well as `warmup` runs of each: V8 first runs wasm in its
 // baseline compiler and swaps in optimised code for hot functions while it runs.
-async function timeInterleaved(fns, { warmup, warmupMs = 0, samples, minSampleMs }) {
+async function timeInterleaved(fns, { warmup, warmupMs = 0, samples, minSampleMs, settleMs = 0 }) {
   const names = Object.keys(fns);
   const w0 = performance.now();
   for (let i = 0; i < warmup || performance.now() - w0 < warmupMs; i++) {
@@ -55,6 +55,10 @@ async function timeInterleaved(fns, { warmup, warmupMs = 0, samples, minSampleMs
   const times = Object.fromEntries(names.map((n) => [n, []]));
   for (let s = 0; s < samples; s++) {
     for (const n of names) {
+      // A threaded contender's pool spins for a while after its loop (onnxruntime-web's as
+      // ours): the next one's sample starts once those threads are idle, as on a page that
+      // runs one engine.
+      if (settleMs) await new Promise((r) => setTimeout(r, settleMs));
       const t0 = performance.now();
       await fns[n](k[n]);
       times[n].push((performance.now() - t0) / k[n]);
@@ -81,7 +85,7 @@ async function runBench(cfg) {
     setGemmSimd128(cfg.gemmSimd128);
     ours.setInput(input, m.dims[0]);
     const r = { macs: ours.macs() };
-    const opts = { warmup: cfg.warmup, warmupMs: cfg.warmupMs, samples: cfg.samples, minSampleMs: cfg.minSampleMs };
+    const opts = { warmup: cfg.warmup, warmupMs: cfg.warmupMs, samples: cfg.samples, minSampleMs: cfg.minSampleMs, settleMs: cfg.settleMs };
     const oursLogits = ours.logits();
     const fns = { ours: (k) => ours.run(k, false) };
     if (cfg.taps) fns.ours_taps = (k) => ours.run(k, true);
