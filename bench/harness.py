@@ -283,6 +283,7 @@ def add_relaxed(row, rel, plain, what):
 
 def browser(models, quick):
     models = list(models) + exported_models(quick)
+    settle = 0 if quick else 100
     cfg = {
         "common": {
             "warmup": 1 if quick else 3,
@@ -290,10 +291,6 @@ def browser(models, quick):
             "samples": 3 if quick else 30,
             "minSampleMs": 5 if quick else 30,
             "profileReps": 1 if quick else 11,
-            # A pause before each contender's sample: a threaded contender's pool spins on after
-            # its loop and took a core from the next one (ours on 2 threads: 1.6 ms alone, 2.7
-            # interleaved with onnxruntime-web; 2026-12-06).
-            "settleMs": 0 if quick else 100,
             "models": [
                 {
                     "name": m,
@@ -312,12 +309,16 @@ def browser(models, quick):
             {"name": "relaxed", "relaxed": True, "gemmSimd128": True, "ort": True, "taps": False, "profile": False},
             {"name": "gemm-scalar", "gemmSimd128": False, "ort": False, "taps": False, "profile": False},
             # Ours threaded (a pool of WASM_THREADS Web Workers) against onnxruntime-web's
-            # threaded build with as many, the page cross-origin isolated.
-            {"name": "threads", "threads": WASM_THREADS, "gemmSimd128": True, "ort": True, "taps": False, "profile": False},
+            # threaded build with as many, the page cross-origin isolated. A pause before each
+            # contender's sample (settleMs): a threaded contender's pool spins on after its loop
+            # and took a core from the next one (ours on 2 threads: 1.6 ms alone, 2.7 interleaved
+            # with onnxruntime-web; 2026-12-06).
+            {"name": "threads", "threads": WASM_THREADS, "gemmSimd128": True, "ort": True, "taps": False, "profile": False,
+             "settleMs": settle},
         ]
         # (--quick leaves the relaxed threaded build out: the explorer's e2e test runs it.)
         + ([] if quick else [{"name": "relaxed-threads", "threads": WASM_THREADS, "relaxed": True, "gemmSimd128": True,
-                              "ort": True, "taps": False, "profile": False}]),
+                              "ort": True, "taps": False, "profile": False, "settleMs": settle}]),
     }
     raw = drive_bench_page(cfg, "browser")
     simd = next(v["result"] for v in raw["variants"] if v["name"] == "gemm-simd128")

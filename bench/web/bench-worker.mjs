@@ -57,8 +57,12 @@ async function timeInterleaved(fns, { warmup, warmupMs = 0, samples, minSampleMs
     for (const n of names) {
       // A threaded contender's pool spins for a while after its loop (onnxruntime-web's as
       // ours): the next one's sample starts once those threads are idle, as on a page that
-      // runs one engine.
-      if (settleMs) await new Promise((r) => setTimeout(r, settleMs));
+      // runs one engine, and after one untimed pass (a core idle for the pause runs the first
+      // pass after it slowly).
+      if (settleMs) {
+        await new Promise((r) => setTimeout(r, settleMs));
+        await fns[n](1);
+      }
       const t0 = performance.now();
       await fns[n](k[n]);
       times[n].push((performance.now() - t0) / k[n]);

@@ -7,17 +7,76 @@
 //! a section costs no wake-up at all. The helpers spin only while a pass runs (through the
 //! leader's serial parts too, as onnxruntime-web's pool does) and sleep in rayon between passes.
 //!
+//! After a pass a helper lingers, spinning, for [`LINGER_SPINS`] polls of its leader's
+//! [`Hub`]: a pass that starts meanwhile (the next of a batch of passes, a camera's next frame)
+//! finds it ready, where a helper spawned anew costs a Web Worker wake-up at the start of every
+//! pass (onnxruntime-web's pool spins between runs likewise).
+//!
 //! On only in a wasm build with atomics (natively rayon's threads wake in microseconds and spin
 //! between sections themselves); the tests run it natively through [`run_team`].
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Whether [`run`] forms a team in this build.
 const ENABLED: bool = cfg!(all(target_arch = "wasm32", target_feature = "atomics"));
 
+/// Polls of its hub a helper makes after a pass before it goes back to rayon's sleep: a few
+/// milliseconds.
+const LINGER_SPINS: usize = 1 << 21;
+
+/// Where a leader's passes meet the helpers that linger after one.
+#[derive(Default)]
+struct Hub {
+    /// The number of the latest pass (its team's `generation`).
+    generation: AtomicU64,
+    /// The latest pass's team.
+    next: Mutex<Option<Arc<Team>>>,
+    /// Helpers lingering now: the leader spawns only as many more as its team lacks.
+    lingering: AtomicUsize,
+    /// Helpers spawned, ever (the tests count them).
+    spawned: AtomicUsize,
+}
+
+impl Hub {
+    /// A helper's life: help `team`'s pass, then linger for the next one, and so on, until no
+    /// pass comes for [`LINGER_SPINS`] polls.
+    fn serve(&self, mut team: Arc<Team>) {
+        loop {
+            if team.join() {
+                team.help();
+            }
+            let served = team.generation;
+            drop(team);
+            self.lingering.fetch_add(1, Ordering::SeqCst);
+            let mut next = None;
+            for _ in 0..LINGER_SPINS {
+                if self.generation.load(Ordering::SeqCst) != served {
+                    next = self.latest();
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+            self.lingering.fetch_sub(1, Ordering::SeqCst);
+            // A pass that started just as this helper gave up did not count it: look once more.
+            match next.or_else(|| {
+                (self.generation.load(Ordering::SeqCst) != served).then(|| self.latest()).flatten()
+            }) {
+                Some(t) => team = t,
+                None => return,
+            }
+        }
+    }
+
+    fn latest(&self) -> Option<Arc<Team>> {
+        self.next.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 thread_local! {
+    /// The hub of the passes this thread leads.
+    static HUB: Arc<Hub> = Arc::default();
     /// The team this thread leads, while its pass runs.
     static LEADING: Cell<*const Team> = const { Cell::new(std::ptr::null()) };
     /// Set while this thread runs an item of a section (no nested sections).
@@ -45,6 +104,10 @@ struct Section<'a> {
 
 struct Team {
     threads: usize,
+    /// Its pass's number in its leader's [`Hub`].
+    generation: u64,
+    /// Helpers that joined: at most `threads − 1` help.
+    joined: AtomicUsize,
     state: AtomicU64,
     /// The current section (on the leader's stack; valid while its items are unfinished).
     section: AtomicPtr<Section<'static>>,
@@ -54,6 +117,11 @@ struct Team {
 }
 
 impl Team {
+    /// Takes a helper's place in the team; false if all are taken.
+    fn join(&self) -> bool {
+        self.joined.fetch_add(1, Ordering::SeqCst) < self.threads - 1
+    }
+
     /// Claims and runs items of the current section until none is left; true if it ran any.
     fn work(&self) -> bool {
         let mut ran = false;
@@ -146,18 +214,28 @@ pub(crate) fn run_team<R>(pass: impl FnOnce() -> R) -> R {
     if threads < 2 || leading().is_some() || inside_item() {
         return pass();
     }
+    let hub = HUB.with(Arc::clone);
+    let generation = hub.generation.load(Ordering::SeqCst) + 1;
     let team = Arc::new(Team {
         threads,
+        generation,
+        joined: AtomicUsize::new(0),
         state: AtomicU64::new(0),
         section: AtomicPtr::new(std::ptr::null_mut()),
         done: AtomicUsize::new(0),
         active: AtomicBool::new(true),
     });
+    *hub.next.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&team));
+    hub.generation.store(generation, Ordering::SeqCst);
+    // Published first, counted after: a helper that stops lingering in between sees the new
+    // pass on its way out (`Hub::serve`), and a surplus one finds the team full.
+    let lingering = hub.lingering.load(Ordering::SeqCst);
     // Not a scope: the pass does not wait for a helper that starts late (it finds the pass over
-    // and leaves); a helper touches a section only through a claim, and none is open after it.
-    for _ in 1..threads {
-        let team = Arc::clone(&team);
-        rayon::spawn(move || team.help());
+    // and lingers); a helper touches a section only through a claim, and none is open after it.
+    for _ in lingering + 1..threads {
+        let (hub, team) = (Arc::clone(&hub), Arc::clone(&team));
+        hub.spawned.fetch_add(1, Ordering::SeqCst);
+        rayon::spawn(move || hub.serve(team));
     }
     let _end = Active(&team.active);
     LEADING.with(|l| l.set(Arc::as_ptr(&team)));
@@ -290,6 +368,45 @@ mod tests {
                 assert!(diff <= 1e-4 * scale.max(1.0), "{name} ×{batch} on {threads} threads: off by {diff}");
             }
         }
+    }
+
+    /// A pass that follows another within the helpers' lingering spawns none, and its items
+    /// still run on both threads.
+    #[test]
+    fn helpers_linger_for_the_next_pass() {
+        pool(2).install(|| {
+            let threads_of_a_pass = || {
+                run_team(|| {
+                    let mut ids = vec![usize::MAX; 8];
+                    for_each_mut(&mut ids, &|_, id: &mut usize| {
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                        *id = rayon::current_thread_index().unwrap();
+                    });
+                    ids.sort();
+                    ids.dedup();
+                    ids.len()
+                })
+            };
+            let hub = HUB.with(Arc::clone);
+            // A busy machine may leave a helper unscheduled for a pass, not for twenty.
+            let mut lingered = false;
+            for _ in 0..20 {
+                threads_of_a_pass();
+                let t0 = std::time::Instant::now();
+                while hub.lingering.load(Ordering::SeqCst) == 0 && t0.elapsed().as_millis() < 100 {
+                    std::thread::yield_now();
+                }
+                let spawned = hub.spawned.load(Ordering::SeqCst);
+                if hub.lingering.load(Ordering::SeqCst) == 1
+                    && threads_of_a_pass() == 2
+                    && hub.spawned.load(Ordering::SeqCst) == spawned
+                {
+                    lingered = true;
+                    break;
+                }
+            }
+            assert!(lingered, "no pass found a lingering helper");
+        });
     }
 
     #[test]
