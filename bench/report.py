@@ -206,8 +206,9 @@ def targets(res):
     threaded = res.get("wasm_threads")
     if threaded:
         t = next(iter(threaded.values()))["threads"]
-        rows.append((f"wasm, {t} threads, ≤ 0.8× onnxruntime-web with {t} (the build this browser loads)",
-                     best_build(threaded), all(best(r) <= 0.8 for r in threaded.values())))
+        named = [r for m, r in threaded.items() if m in ("cifar-resnet20", "resnet18")]  # as for 1 thread
+        rows.append((f"wasm, {t} threads, ≤ 0.8× onnxruntime-web with {t} on ResNet-20 and ResNet-18 (issue 15; the build this browser loads)",
+                     best_build(threaded), all(best(r) <= 0.8 for r in named) if named else None))
     if wasm:
         rows.append(("forward with all taps ≤ 1.2× the plain forward (issue 15)",
                      ", ".join(f"{m} {fmt(r['taps_ratio'])}×" for m, r in wasm.items()),
@@ -219,8 +220,9 @@ def targets(res):
             first, *rest = by_b.items()
             extra = "".join(f" (batch {b}: {fmt(c['ratio_vs_ort'])}×)" for b, c in rest)
             parts.append(f"{m} {fmt(first[1]['ratio_vs_ort'])}×{extra}")
-        rows.append(("native, 1 thread, ≤ 1.0× onnxruntime", ", ".join(parts),
-                     all(c["ratio_vs_ort"] <= 1.0 for by_b in one.values() for c in by_b.values())))
+        # Judged at batch 1, as issue 15 sets it; the other batches are shown beside.
+        rows.append(("native, 1 thread, batch 1, ≤ 1.0× onnxruntime", ", ".join(parts),
+                     all(by_b["1"]["ratio_vs_ort"] <= 1.0 for by_b in one.values() if "1" in by_b)))
     pairs = [(m, b, c, by_t["2"][b]) for m, by_t in res["native"].items() if "1" in by_t and "2" in by_t
              for b, c in by_t["1"].items() if b in by_t["2"]]
     if pairs:
