@@ -154,8 +154,8 @@ impl PreparedConv {
         path: ConvPath,
     ) -> Result<Self> {
         let (out_ch, in_ch, k, k2) = weight.dims4()?;
-        if k != k2 {
-            candle_core::bail!("fast conv: square kernels only, got {k}×{k2}");
+        if k != k2 || k == 0 {
+            candle_core::bail!("fast conv: square non-empty kernels only, got {k}×{k2}");
         }
         let weight = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let bias = bias.map(|b| b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()).transpose()?;
@@ -206,6 +206,17 @@ impl PreparedConv {
             }
         }
         let mut out = vec![0f32; n * out_len];
+        if in_len == 0 && out_len > 0 {
+            // An empty image, all padding: every sum is zero, then the epilogue.
+            let res = residual.map(|r| r.flatten_all()?.to_vec1::<f32>()).transpose()?;
+            for (img, y) in out.chunks_exact_mut(out_len).enumerate() {
+                let residual = res.as_deref().map(|r| &r[img * out_len..][..out_len]);
+                Epilogue { bias: self.bias.as_deref(), residual, relu }.apply(y, oh * ow);
+            }
+        }
+        if in_len == 0 || out_len == 0 {
+            return Tensor::from_vec(out, (n, self.out_ch, oh, ow), x.device());
+        }
         let run = |xs: &[f32], res: Option<&[f32]>, out: &mut [f32]| {
             if let (Kernel::Winograd(wino), true) = (&self.kernel, n > 1) {
                 // A batch: a contiguous run of images per thread, several small images to a
@@ -455,6 +466,16 @@ mod tests {
         assert!(PreparedConv::with_path(&wt, None, 1, 2, None, ConvPath::Winograd).is_err());
         assert!(PreparedConv::with_path(&wt, None, 1, 1, None, ConvPath::Pointwise).is_err());
         assert!(PreparedConv::with_path(&wt, None, 1, 2, None, ConvPath::Direct).is_ok());
+        let empty = Tensor::zeros((4, 3, 0, 0), DType::F32, &Device::Cpu)?;
+        assert!(PreparedConv::new(&empty, None, 1, 1).is_err(), "a 0×0 kernel");
+        // An empty image with padding: the output is the bias alone, on every kernel.
+        let b = Tensor::new(&[1f32, -2., 3., 4.], &Device::Cpu)?;
+        for path in [ConvPath::Direct, ConvPath::Im2col] {
+            let conv = PreparedConv::with_path(&wt, Some(&b), 2, 2, None, path)?;
+            let y = conv.forward(&Tensor::zeros((2, 3, 0, 0), DType::F32, &Device::Cpu)?, None, true)?;
+            assert_eq!(y.dims(), [2, 4, 1, 1]);
+            assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [1., 0., 3., 4., 1., 0., 3., 4.]);
+        }
         Ok(())
     }
 

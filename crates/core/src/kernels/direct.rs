@@ -1,5 +1,6 @@
-//! Direct convolution, for convs whose column matrix would be short and wide: the strided ones
-//! (ResNet's 7×7 stem, its stride-2 3×3 and 1×1 convs) and stems with a few input channels.
+//! Direct convolution, for convs whose column matrix would be short and wide: RGB stems
+//! (ResNet's 7×7, a CIFAR net's 3×3) and strided convs with few inputs per output (ResNet-20's
+//! stride-2 3×3s); [`super::conv::ConvPath::of`] decides.
 //! Each tile of `OCB` output channels × [`NV`] vectors of output pixels accumulates in
 //! registers, reading the input where it lies: no column matrix is written and read back, and
 //! no gemm packs its operands (on ResNet-20's stride-2 convs im2col + gemm took 2–3× the time
@@ -104,7 +105,10 @@ impl Padded {
         let pw = (g.w + 2 * p).div_ceil(s).max(g.ow.next_multiple_of(MAX_LANES) + (g.k - 1) / s);
         let mut data = take_scratch(g.c * hp * s * pw);
         data.fill(0.0);
-        for (c, channel) in x.chunks_exact(g.h * g.w).enumerate().take(g.c) {
+        // An empty image is all padding.
+        for (c, channel) in
+            x.chunks_exact((g.h * g.w).max(1)).enumerate().take(g.c * usize::from(g.h * g.w > 0))
+        {
             for (iy, row) in channel.chunks_exact(g.w).enumerate() {
                 let dst = &mut data[(c * hp + iy + p) * s * pw..][..s * pw];
                 if s == 1 {
