@@ -55,8 +55,9 @@ impl DirectConv {
         DirectConv { out_ch, in_ch, k, packed }
     }
 
-    /// One image: `x` `[in_ch, h, w]` → `out` `[out_ch, oh, ow]`, the epilogue applied, on
-    /// `threads` threads (each takes some output channels and reads the input whole).
+    /// One image: `x` `[in_ch, h, w]` (not empty: [`super::conv::PreparedConv::forward`] answers
+    /// an empty image itself) → `out` `[out_ch, oh, ow]`, the epilogue applied, on `threads`
+    /// threads (each takes some output channels and reads the input whole).
     pub(crate) fn forward(
         &self,
         x: &[f32],
@@ -105,10 +106,7 @@ impl Padded {
         let pw = (g.w + 2 * p).div_ceil(s).max(g.ow.next_multiple_of(MAX_LANES) + (g.k - 1) / s);
         let mut data = take_scratch(g.c * hp * s * pw);
         data.fill(0.0);
-        // An empty image is all padding.
-        for (c, channel) in
-            x.chunks_exact((g.h * g.w).max(1)).enumerate().take(g.c * usize::from(g.h * g.w > 0))
-        {
+        for (c, channel) in x.chunks_exact(g.h * g.w).enumerate().take(g.c) {
             for (iy, row) in channel.chunks_exact(g.w).enumerate() {
                 let dst = &mut data[(c * hp + iy + p) * s * pw..][..s * pw];
                 if s == 1 {

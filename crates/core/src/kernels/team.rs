@@ -60,9 +60,10 @@ impl Hub {
             }
             self.lingering.fetch_sub(1, Ordering::SeqCst);
             // A pass that started just as this helper gave up did not count it: look once more.
-            match next.or_else(|| {
-                (self.generation.load(Ordering::SeqCst) != served).then(|| self.latest()).flatten()
-            }) {
+            if next.is_none() && self.generation.load(Ordering::SeqCst) != served {
+                next = self.latest();
+            }
+            match next {
                 Some(t) => team = t,
                 None => return,
             }
