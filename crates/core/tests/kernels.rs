@@ -30,6 +30,35 @@ fn fast_paths_equal_reference_on_the_zoo() {
     }
 }
 
+/// A batch runs image by image, whole images to each thread where there are at least as many
+/// as threads, each image's layers split among them where there are fewer: the logits are the
+/// reference's either way, and each image's are what it gets alone.
+#[test]
+fn batches_equal_their_images_on_any_threads() {
+    let dev = Device::Cpu;
+    for (name, batch, threads) in
+        [("cifar-resnet20", 5, 2), ("cifar-resnet20", 2, 3), ("resnet18", 3, 2), ("resnet18", 1, 2)]
+    {
+        let model = Model::random(resnet_core::find_arch(name).unwrap(), 11, &dev).unwrap();
+        let s = model.graph.input;
+        let x = Tensor::randn(0f32, 1.0, (batch, s.c, s.h, s.w), &dev).unwrap();
+        let reference = model.forward_reference(&x).unwrap();
+        let scale =
+            reference.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        let tol = 1e-4 * scale.max(1.0);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let logits = pool.install(|| model.forward(&x)).unwrap();
+        assert_eq!(logits.dims(), reference.dims());
+        let off = max_diff(&logits, &reference);
+        assert!(off <= tol, "{name} ×{batch} on {threads} threads: off the reference by {off}");
+        for i in 0..batch {
+            let alone = model.forward(&x.narrow(0, i, 1).unwrap()).unwrap();
+            let off = max_diff(&logits.narrow(0, i, 1).unwrap(), &alone);
+            assert!(off <= tol, "{name} image {i} of {batch}: off its logits alone by {off}");
+        }
+    }
+}
+
 /// The timed forward (the benchmark's profile) computes the same logits and gives every node
 /// the time between its clock readings: with a clock that advances 1 ms per reading, each node
 /// after the input takes exactly 1 ms.

@@ -293,10 +293,16 @@ impl PreparedConv {
                 let kk = g.rows();
                 let threads =
                     match Threads::for_conv(self.out_ch * kk * plane, self.out_ch * kk, free_threads()) {
-                        // In the browser gemm's own split of a product among the pool's threads
-                        // was slower than one thread (ResNet-18's layer3.0.conv1: 4.4 → 5.1 ms on
-                        // 2): bands, each thread reading the weights whole, gain there too.
-                        Threads::Products(n) if cfg!(target_arch = "wasm32") => Threads::Parts(n),
+                        // In a team's pass gemm does not split (its helpers serve the team's
+                        // sections only), and in the browser gemm's own split of a product among
+                        // the pool's threads was slower than one thread (ResNet-18's
+                        // layer3.0.conv1: 4.4 → 5.1 ms on 2): bands, each thread reading the
+                        // weights whole, gain there too.
+                        Threads::Products(n)
+                            if cfg!(target_arch = "wasm32") || team::team_threads().is_some() =>
+                        {
+                            Threads::Parts(n)
+                        }
                         t => t,
                     };
                 if let Threads::Parts(n) = threads {

@@ -187,6 +187,9 @@ impl FastPlan {
         if !super::is_plain(x) {
             candle_core::bail!("the fast path takes plain CPU f32 tensors");
         }
+        if x.dim(0)? > 1 && !taps && clock.is_none() {
+            return self.run_images(graph, weights, x);
+        }
         let mut values = Values::new(graph, x, taps)?;
         let mut node_ms = vec![0.0; if clock.is_some() { graph.nodes.len() } else { 0 }];
         let mut last = clock.map(|now| now());
@@ -208,6 +211,25 @@ impl FastPlan {
         })?;
         let logits = values.output(graph)?;
         Ok(Output { logits, taps: values.into_taps(), bn_stats: vec![], node_ms })
+    }
+
+    /// A batch image by image (nothing in an inference crosses images): one image's activations
+    /// stay in a core's caches through the whole net, where layer by layer over the batch each
+    /// layer's outputs left them (ResNet-20 at batch 32 took 1.2 ms an image that way, 1.0 alone).
+    /// With at least as many images as threads, each thread takes whole images and nothing
+    /// waits on another thread within one; with fewer, each image's layers are split.
+    fn run_images(&self, graph: &Graph, weights: &Weights, x: &Tensor) -> Result<Output> {
+        let n = x.dim(0)?;
+        let one = |i: usize| -> Result<Tensor> {
+            Ok(self.run(graph, weights, &x.narrow(0, i, 1)?, false, None)?.logits)
+        };
+        let mut logits: Vec<Option<Result<Tensor>>> = (0..n).map(|_| None).collect();
+        super::team::run(|| {
+            let threads = super::free_threads();
+            super::for_each_mut(&mut logits, threads > 1 && n >= threads, |i, l| *l = Some(one(i)));
+        });
+        let logits = logits.into_iter().map(|l| l.expect("every image ran")).collect::<Result<Vec<_>>>()?;
+        Ok(Output { logits: Tensor::cat(&logits, 0)?, taps: vec![], bn_stats: vec![], node_ms: vec![] })
     }
 
     /// Computes node `i`, and the nodes it absorbs.

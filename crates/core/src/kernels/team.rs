@@ -12,19 +12,24 @@
 //! finds it ready, where a helper spawned anew costs a Web Worker wake-up at the start of every
 //! pass (onnxruntime-web's pool spins between runs likewise).
 //!
-//! On only in a wasm build with atomics (natively rayon's threads wake in microseconds and spin
-//! between sections themselves); the tests run it natively through [`run_team`].
+//! Natively too: a rayon section costs a futex wake-up and a join, which ResNet-20's ~50 µs convs
+//! cannot repay (they ran on one thread, and 2 threads were no faster than 1), and gemm's own
+//! split of a product was idle half the time on ResNet-18. In a team its convs split (ResNet-20
+//! on 2 threads ~0.7 ms against ~1.0 on one; ResNet-18's Winograd convs 1.7–1.9× faster on 2,
+//! against 1.3–1.6× through rayon). Off in a wasm build without threads, where there is no pool.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Whether [`run`] forms a team in this build.
-const ENABLED: bool = cfg!(all(target_arch = "wasm32", target_feature = "atomics"));
+const ENABLED: bool = cfg!(any(not(target_arch = "wasm32"), target_feature = "atomics"));
 
 /// Polls of its hub a helper makes after a pass before it goes back to rayon's sleep: a few
-/// milliseconds.
-const LINGER_SPINS: usize = 1 << 21;
+/// milliseconds. A poll is an atomic load in wasm (whose spin hint is a no-op); natively it waits
+/// out a `pause` instruction too (tens of cycles on AMD, ~140 on recent Intel), so fewer polls
+/// last as long there.
+const LINGER_SPINS: usize = if cfg!(target_arch = "wasm32") { 1 << 21 } else { 1 << 16 };
 
 /// Where a leader's passes meet the helpers that linger after one.
 #[derive(Default)]
@@ -346,9 +351,9 @@ mod tests {
         });
     }
 
-    /// Whole forward passes on a team (where the threaded browser build runs them) against the
-    /// same passes outside one: its lower split bound divides every conv kind (Winograd blocks
-    /// and within, im2col bands, 1×1 convs by output channels, a batch by images).
+    /// Whole forward passes on a team against the same passes outside one: its lower split bound
+    /// divides every conv kind (Winograd blocks and within, im2col bands, 1×1 convs by output
+    /// channels), and a batch goes whole images to each thread.
     #[test]
     fn a_team_pass_computes_what_a_plain_one_does() {
         use crate::{find_arch, Model};
@@ -359,7 +364,8 @@ mod tests {
             let model = Model::random(find_arch(name).unwrap(), 7, &dev).unwrap();
             let s = model.graph.input;
             let x = Tensor::randn(0f32, 1.0, (batch, s.c, s.h, s.w), &dev).unwrap();
-            let plain = model.forward(&x).unwrap();
+            // Outside a team: a pool of one thread forms none.
+            let plain = pool(1).install(|| model.forward(&x)).unwrap();
             for threads in [2, 3] {
                 let teamed = pool(threads).install(|| run_team(|| model.forward(&x).unwrap()));
                 let diff = (&teamed - &plain).unwrap().abs().unwrap().flatten_all().unwrap();

@@ -68,6 +68,10 @@ pub struct Winograd3x3 {
 const BLOCK_FLOATS: usize = 64 * 1024;
 /// ...but at least this many tiles, so that each product is wide enough for gemm to run well.
 const MIN_BLOCK_TILES: usize = 64;
+/// Blocks split among threads take at least this many tiles each; below it the products are
+/// too narrow (ResNet-20's 8×8 planes, 16 tiles: 8 a block took 46–50 µs on 2 threads, splitting
+/// each block's steps 36–38, one thread 51).
+const MIN_SHARE_TILES: usize = 16;
 /// Columns of `V` and `M` past a block's last tile: the widest vector's spare lanes.
 const SPARE: usize = 16;
 
@@ -959,7 +963,7 @@ impl Split {
         // on 1).
         match Threads::for_conv(u * tiles, u, threads) {
             Threads::One => Split::Serial,
-            Threads::Parts(n) if th >= n => Split::Blocks(n),
+            Threads::Parts(n) if th >= n && tiles / n >= MIN_SHARE_TILES => Split::Blocks(n),
             // Blocks big enough that reading U once per block costs little beside them.
             Threads::Products(n) if th >= n && tiles / n >= MIN_BLOCK_TILES => Split::Blocks(n),
             _ => Split::Within,
@@ -1188,5 +1192,19 @@ mod tests {
         assert_eq!(Split::for_layer(64, 64, (56, 56), Tile::F4, 2), Split::Blocks(2));
         // ResNet-18's last stage: 16 MiB of transformed weights over 16 tiles.
         assert_eq!(Split::for_layer(512, 512, (7, 7), Tile::F2, 2), Split::Within);
+    }
+
+    /// In a team's pass (no wake-up to repay) every ResNet-20 conv splits: in blocks where each
+    /// thread's holds 16 tiles or more, else each block's steps among the threads.
+    #[test]
+    fn a_team_splits_resnet20s_convs() {
+        use crate::kernels::team::run_team;
+        rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(|| {
+            run_team(|| {
+                assert_eq!(Split::for_layer(16, 16, (32, 32), Tile::F4, 2), Split::Blocks(2));
+                assert_eq!(Split::for_layer(32, 32, (16, 16), Tile::F2, 2), Split::Blocks(2));
+                assert_eq!(Split::for_layer(64, 64, (8, 8), Tile::F2, 2), Split::Within);
+            })
+        });
     }
 }
