@@ -41,17 +41,44 @@ impl Tile {
         (self.m() + 2).pow(2)
     }
 
-    /// F(4×4) for planes of 24×24 pixels or more (6+ tiles a row) whose transformed weights
+    /// F(4×4) for planes of [`F4_MIN_SIDE`] pixels a side or more whose transformed weights
     /// stay within 1M floats (4 MiB: ResNet-18's 56×56 and 28×28 stages, the CIFAR nets'
-    /// 32×32 one); F(2×2) otherwise, whose weights take 16/36 of the memory and whose rounding
-    /// is ~10× smaller (on 16×16 planes F(4×4) gained little, and its rounding, amplified by
-    /// Grad-CAM++'s cubed gradients, took the CIFAR CAMs past their agreement with PyTorch).
+    /// 32×32 one, and their 16×16 one in wasm); F(2×2) otherwise, whose weights take 16/36 of
+    /// the memory and whose rounding is ~10× smaller.
     pub fn for_plane(out_ch: usize, in_ch: usize, (h, w): (usize, usize)) -> Tile {
-        match h >= 24 && w >= 24 && Tile::F4.xis() * out_ch * in_ch <= 1 << 20 {
+        let side = F4_SIDE.with(|s| s.get());
+        match h >= side && w >= side && Tile::F4.xis() * out_ch * in_ch <= 1 << 20 {
             true => Tile::F4,
             false => Tile::F2,
         }
     }
+}
+
+/// The smallest plane side [`Tile::for_plane`] gives F(4×4) natively: 24 (6 tiles a row). On a
+/// 16×16 plane F(4×4)'s 4 tiles a row fill half of AVX2's 8 lanes, and ResNet-20 ran no faster
+/// with it (0.99–1.01 ms against 0.96–0.98).
+pub const F4_MIN_SIDE_NATIVE: usize = 24;
+/// ...and in wasm: 16. Its vectors hold 4 lanes anyway, and there F(4×4)'s 2.25× fewer
+/// multiplies count: ResNet-20 in Chromium took 0.52× of onnxruntime-web's time against 0.55×
+/// with F(2×2) on its 16×16 planes (relaxed SIMD, one thread; on 2 threads no change). 8×8
+/// planes stay F(2×2) everywhere: 4 tiles are too few columns for the products.
+pub const F4_MIN_SIDE_WASM: usize = 16;
+/// This build's.
+pub const F4_MIN_SIDE: usize =
+    if cfg!(target_arch = "wasm32") { F4_MIN_SIDE_WASM } else { F4_MIN_SIDE_NATIVE };
+
+thread_local! {
+    /// The side [`Tile::for_plane`] uses on this thread: tests set the other target's.
+    static F4_SIDE: std::cell::Cell<usize> = const { std::cell::Cell::new(F4_MIN_SIDE) };
+}
+
+/// Runs `f` with convs prepared on this thread taking F(4×4) from planes of `side` on (native
+/// tests run the plans a wasm build prepares).
+pub fn with_f4_min_side<R>(side: usize, f: impl FnOnce() -> R) -> R {
+    let before = F4_SIDE.with(|s| s.replace(side));
+    let out = f();
+    F4_SIDE.with(|s| s.set(before));
+    out
 }
 
 /// A 3×3 kernel's weights, transformed once: `u[ξ][out][in]`, ξ = row·(m + 2) + col of the
@@ -1192,6 +1219,21 @@ mod tests {
         assert_eq!(Split::for_layer(64, 64, (56, 56), Tile::F4, 2), Split::Blocks(2));
         // ResNet-18's last stage: 16 MiB of transformed weights over 16 tiles.
         assert_eq!(Split::for_layer(512, 512, (7, 7), Tile::F2, 2), Split::Within);
+    }
+
+    /// ResNet-20's 32×32 stage takes F(4×4) on either target, its 16×16 one in wasm alone, its
+    /// 8×8 one on neither; ResNet-18's last stage's weights would outgrow 4 MiB.
+    #[test]
+    fn each_targets_tiles() {
+        let pick = |side, ch, plane| with_f4_min_side(side, || Tile::for_plane(ch, ch, plane));
+        for side in [F4_MIN_SIDE_NATIVE, F4_MIN_SIDE_WASM] {
+            assert_eq!(pick(side, 16, (32, 32)), Tile::F4);
+            assert_eq!(pick(side, 64, (8, 8)), Tile::F2);
+            assert_eq!(pick(side, 512, (28, 28)), Tile::F2);
+        }
+        assert_eq!(pick(F4_MIN_SIDE_NATIVE, 32, (16, 16)), Tile::F2);
+        assert_eq!(pick(F4_MIN_SIDE_WASM, 32, (16, 16)), Tile::F4);
+        assert_eq!(Tile::for_plane(32, 32, (16, 16)), pick(F4_MIN_SIDE, 32, (16, 16)));
     }
 
     /// In a team's pass (no wake-up to repay) every ResNet-20 conv splits: in blocks where each
