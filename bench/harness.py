@@ -291,6 +291,7 @@ def browser(models, quick):
             "samples": 3 if quick else 30,
             "minSampleMs": 5 if quick else 30,
             "profileReps": 1 if quick else 11,
+            "profileMinMs": 0 if quick else 1000,
             "models": [
                 {
                     "name": m,

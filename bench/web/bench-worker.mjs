@@ -110,7 +110,12 @@ async function runBench(cfg) {
     Object.assign(r, await timeInterleaved(fns, opts));
     if (cfg.taps) r.taps_count = ours.run(1, true);
     if (session) await session.release();
-    if (cfg.profile) r.profile = JSON.parse(ours.profile(cfg.profileReps));
+    if (cfg.profile) {
+      // Passes for at least profileMinMs, so the per-node medians outlast a slow phase of the
+      // machine: ResNet-20's 11 passes took 25 ms, and twice read 1.8× the timed forward.
+      const reps = Math.max(cfg.profileReps, Math.ceil((cfg.profileMinMs ?? 0) / r.ours.median_ms));
+      r.profile = JSON.parse(ours.profile(reps));
+    }
     ours.free();
     r.logits = Array.from(oursLogits);
     out.models[m.name] = r;
