@@ -7,7 +7,6 @@ use std::path::Path;
 
 use candle_core::Device;
 use resnet_core::explain::CamMethod;
-use resnet_core::kernels::winograd::{with_f4_min_side, F4_MIN_SIDE_NATIVE, F4_MIN_SIDE_WASM};
 use resnet_core::{find_arch, Model, WeightsSource};
 use serde_json::Value;
 
@@ -23,14 +22,6 @@ fn correlation(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn cams_equal_pytorch_on_the_shipped_resnet20() {
-    // With the tiles either target picks (wasm: F(4×4) on the 16×16 stage too).
-    for side in [F4_MIN_SIDE_NATIVE, F4_MIN_SIDE_WASM] {
-        with_f4_min_side(side, || cams_equal_pytorch(side));
-    }
-}
-
-/// The fixture's cases with convs prepared to take F(4×4) from planes of `side` on.
-fn cams_equal_pytorch(side: usize) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let fixture: Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("tests/fixtures/cam-resnet20.json")).unwrap(),
@@ -63,12 +54,7 @@ fn cams_equal_pytorch(side: usize) {
                 .collect();
             let cam = model.cam(&x, layer, Some(class), method).unwrap();
             assert_eq!((cam.class, cam.values.len()), (class, want.len()));
-            let what = format!(
-                "{} {} class {class} {}, F(4×4) from {side}",
-                case["sample"],
-                case["layer"],
-                method.name()
-            );
+            let what = format!("{} {} class {class} {}", case["sample"], case["layer"], method.name());
             let r = correlation(&cam.values, &want);
             assert!(r >= 0.999, "{what}: correlation {r}");
             let peak = want.iter().copied().fold(0f32, f32::max);

@@ -4,8 +4,7 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use resnet_core::kernels::winograd::{with_f4_min_side, F4_MIN_SIDE_NATIVE, F4_MIN_SIDE_WASM};
-use resnet_core::{ArchInfo, Model, ZOO};
+use resnet_core::{Model, ZOO};
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
@@ -13,34 +12,22 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 
 #[test]
 fn fast_paths_equal_reference_on_the_zoo() {
-    for arch in ZOO {
-        fast_paths_equal_reference(arch, F4_MIN_SIDE_NATIVE);
-        // Wasm's tiles too where they differ: F(4×4) on planes of 16–23 pixels (the CIFAR nets'
-        // 16×16 stage).
-        let shapes = arch.graph().shapes(None).unwrap();
-        if shapes.iter().any(|s| (F4_MIN_SIDE_WASM..F4_MIN_SIDE_NATIVE).contains(&s.h.min(s.w))) {
-            with_f4_min_side(F4_MIN_SIDE_WASM, || fast_paths_equal_reference(arch, F4_MIN_SIDE_WASM));
-        }
-    }
-}
-
-/// `forward` and `forward_taps` of a random `arch` against `forward_reference`, its convs
-/// prepared to take F(4×4) from planes of `side` on.
-fn fast_paths_equal_reference(arch: &'static ArchInfo, side: usize) {
     let dev = Device::Cpu;
-    let mut model = Model::random(arch, 3, &dev).unwrap();
-    common::vary_running_stats(&mut model, &dev);
-    let s = model.graph.input;
-    let x = Tensor::randn(0f32, 1.0, (1, s.c, s.h, s.w), &dev).unwrap();
-    let reference = model.forward_reference(&x).unwrap();
-    let scale = reference.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-    // Absolute 1e-4 on logits of order 1; relative for random nets whose logits are larger.
-    let tol = 1e-4 * scale.max(1.0);
-    let what = format!("{} (F(4×4) from {side}×{side})", arch.name);
-    let fast = max_diff(&model.forward(&x).unwrap(), &reference);
-    assert!(fast <= tol, "{what}: forward differs by {fast} (tolerance {tol})");
-    let taps = max_diff(&model.forward_taps(&x).unwrap().0, &reference);
-    assert!(taps <= tol, "{what}: forward_taps differs by {taps} (tolerance {tol})");
+    for arch in ZOO {
+        let mut model = Model::random(arch, 3, &dev).unwrap();
+        common::vary_running_stats(&mut model, &dev);
+        let s = model.graph.input;
+        let x = Tensor::randn(0f32, 1.0, (1, s.c, s.h, s.w), &dev).unwrap();
+        let reference = model.forward_reference(&x).unwrap();
+        let scale =
+            reference.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        // Absolute 1e-4 on logits of order 1; relative for random nets whose logits are larger.
+        let tol = 1e-4 * scale.max(1.0);
+        let fast = max_diff(&model.forward(&x).unwrap(), &reference);
+        assert!(fast <= tol, "{}: forward differs by {fast} (tolerance {tol})", arch.name);
+        let taps = max_diff(&model.forward_taps(&x).unwrap().0, &reference);
+        assert!(taps <= tol, "{}: forward_taps differs by {taps} (tolerance {tol})", arch.name);
+    }
 }
 
 /// A batch runs image by image, whole images to each thread where there are at least as many

@@ -14,7 +14,7 @@
 
 use super::im2col::ConvGeometry;
 use super::simd::{F32x4, Kernel, Lanes, Width};
-use super::{for_chunks, give_scratch, take_scratch, Epilogue, Threads};
+use super::{for_chunks, give_scratch, take_scratch, Epilogue, Scratch, Threads};
 
 /// Output channels per tile.
 const OCB: usize = 4;
@@ -91,7 +91,7 @@ impl DirectConv {
 /// The input of one image, padded and split into stride phases: `[c][h + 2·pad][s][pw]`,
 /// zeros around the image.
 struct Padded {
-    data: Vec<f32>,
+    data: Scratch,
     /// Elements of one phase row: enough for every padded column and for the widest vector
     /// at the end of an output row.
     pw: usize,

@@ -125,20 +125,52 @@ thread_local! {
     static SCRATCH: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
 }
 
+/// A scratch buffer from [`take_scratch`]: its `len` floats, in a pooled buffer that may be
+/// longer.
+pub(crate) struct Scratch {
+    buf: Vec<f32>,
+    len: usize,
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::ops::DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.buf[..self.len]
+    }
+}
+
 /// A scratch buffer of `len` floats from this thread's pool. Its contents are arbitrary (zeros
-/// or finite values left by an earlier use): zero what must start at zero.
-fn take_scratch(len: usize) -> Vec<f32> {
-    let mut v = SCRATCH.with(|p| p.borrow_mut().pop()).unwrap_or_default();
-    v.resize(len, 0.0);
-    v
+/// or finite values left by an earlier use): zero what must start at zero. It comes from the
+/// shortest pooled buffer that holds `len`, else the longest, grown: pooled buffers keep their
+/// length, so a layer's big buffer is not cut down by a small request and zeroed again as it
+/// grows back at the next layer.
+fn take_scratch(len: usize) -> Scratch {
+    let mut buf = SCRATCH
+        .with(|p| {
+            let mut pool = p.borrow_mut();
+            let fits = pool.iter().enumerate().filter(|(_, b)| b.len() >= len).min_by_key(|(_, b)| b.len());
+            let pick = fits.or_else(|| pool.iter().enumerate().max_by_key(|(_, b)| b.len()));
+            pick.map(|(i, _)| i).map(|i| pool.swap_remove(i))
+        })
+        .unwrap_or_default();
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    Scratch { buf, len }
 }
 
 /// Returns a buffer from [`take_scratch`] to the pool.
-fn give_scratch(v: Vec<f32>) {
+fn give_scratch(s: Scratch) {
     SCRATCH.with(|p| {
         let mut pool = p.borrow_mut();
         if pool.len() < 8 {
-            pool.push(v);
+            pool.push(s.buf);
         }
     });
 }

@@ -398,6 +398,11 @@ impl Width {
                 // SAFETY: the CPU has AVX2 and FMA (checked just above).
                 unsafe { wide::avx2(kernel) }
             }
+            #[cfg(target_arch = "x86_64")]
+            Width::W4 if Width::widest() >= Width::W8 => {
+                // SAFETY: as above.
+                unsafe { wide::avx2_narrow(kernel) }
+            }
             _ => kernel.run::<F32x4>(),
         }
     }
@@ -432,6 +437,11 @@ mod wide {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn avx2<K: Kernel>(kernel: K) -> K::Output {
         kernel.run::<F32x8>()
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2_narrow<K: Kernel>(kernel: K) -> K::Output {
+        kernel.run::<super::F32x4>()
     }
 
     #[target_feature(enable = "avx512f")]

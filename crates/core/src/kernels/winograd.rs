@@ -43,43 +43,22 @@ impl Tile {
 
     /// F(4×4) for planes of [`F4_MIN_SIDE`] pixels a side or more whose transformed weights
     /// stay within 1M floats (4 MiB: ResNet-18's 56×56 and 28×28 stages, the CIFAR nets'
-    /// 32×32 one, and their 16×16 one in wasm); F(2×2) otherwise, whose weights take 16/36 of
-    /// the memory and whose rounding is ~10× smaller.
+    /// 32×32 and 16×16 ones); F(2×2) otherwise, whose weights take 16/36 of the memory and whose
+    /// rounding is ~10× smaller.
     pub fn for_plane(out_ch: usize, in_ch: usize, (h, w): (usize, usize)) -> Tile {
-        let side = F4_SIDE.with(|s| s.get());
-        match h >= side && w >= side && Tile::F4.xis() * out_ch * in_ch <= 1 << 20 {
+        match h >= F4_MIN_SIDE && w >= F4_MIN_SIDE && Tile::F4.xis() * out_ch * in_ch <= 1 << 20 {
             true => Tile::F4,
             false => Tile::F2,
         }
     }
 }
 
-/// The smallest plane side [`Tile::for_plane`] gives F(4×4) natively: 24 (6 tiles a row). On a
-/// 16×16 plane F(4×4)'s 4 tiles a row fill half of AVX2's 8 lanes, and ResNet-20 ran no faster
-/// with it (0.99–1.01 ms against 0.96–0.98).
-pub const F4_MIN_SIDE_NATIVE: usize = 24;
-/// ...and in wasm: 16. Its vectors hold 4 lanes anyway, and there F(4×4)'s 2.25× fewer
-/// multiplies count: ResNet-20 in Chromium took 0.52× of onnxruntime-web's time against 0.55×
-/// with F(2×2) on its 16×16 planes (relaxed SIMD, one thread; on 2 threads no change). 8×8
-/// planes stay F(2×2) everywhere: 4 tiles are too few columns for the products.
-pub const F4_MIN_SIDE_WASM: usize = 16;
-/// This build's.
-pub const F4_MIN_SIDE: usize =
-    if cfg!(target_arch = "wasm32") { F4_MIN_SIDE_WASM } else { F4_MIN_SIDE_NATIVE };
-
-thread_local! {
-    /// The side [`Tile::for_plane`] uses on this thread: tests set the other target's.
-    static F4_SIDE: std::cell::Cell<usize> = const { std::cell::Cell::new(F4_MIN_SIDE) };
-}
-
-/// Runs `f` with convs prepared on this thread taking F(4×4) from planes of `side` on (native
-/// tests run the plans a wasm build prepares).
-pub fn with_f4_min_side<R>(side: usize, f: impl FnOnce() -> R) -> R {
-    let before = F4_SIDE.with(|s| s.replace(side));
-    let out = f();
-    F4_SIDE.with(|s| s.set(before));
-    out
-}
+/// The smallest plane side [`Tile::for_plane`] gives F(4×4): 16 (4 tiles a row). There its
+/// 2.25× fewer multiplies outweigh the narrow rows: ResNet-20's 16×16 convs took 39–40 µs
+/// against 44 natively (AVX2, one thread), and in Chromium its forward 0.52× of
+/// onnxruntime-web's time against 0.55×. 8×8 planes stay F(2×2): 4 tiles are too few columns
+/// for the products.
+pub const F4_MIN_SIDE: usize = 16;
 
 /// A 3×3 kernel's weights, transformed once: `u[ξ][out][in]`, ξ = row·(m + 2) + col of the
 /// input tile.
@@ -101,6 +80,12 @@ const MIN_BLOCK_TILES: usize = 64;
 const MIN_SHARE_TILES: usize = 16;
 /// Columns of `V` and `M` past a block's last tile: the widest vector's spare lanes.
 const SPARE: usize = 16;
+/// Floats (a cache line) between `M`'s 16 or 36 matrices beyond their `out_ch · bs`, and
+/// between `V`'s channels beyond their `ξ · bs`: the output transform reads a row of each
+/// matrix at once, gemm a row of each channel, and at strides of a multiple of 4 KiB
+/// (ResNet-20's 8×8 layers: 64 × 32 floats) those rows all fell in one set of the L1 cache,
+/// which holds 8 (the 8×8 layers' output transform took 8.5 µs, 5.0 with the pad).
+const SLAB_PAD: usize = 16;
 
 impl Winograd3x3 {
     /// `weight`: `[out_ch, in_ch, 3, 3]`, row-major; F(2×2, 3×3).
@@ -259,44 +244,42 @@ impl Winograd3x3 {
         let tw = w.div_ceil(mt);
         let nt = rows.iter().map(|r| r.rows).sum::<usize>() * tw;
         let bs = nt + SPARE;
-        // V: `[in_ch][ξ][bs]`, M: `[ξ][out_ch][bs]`. Every element of V that gemm reads is
-        // written first; M's spare columns feed only spare lanes, which are never stored:
-        // neither needs zeroing.
-        let mut v = take_scratch(xis * ic * bs);
-        let mut m = take_scratch(xis * oc * bs);
-        input_transform(x, ic, (h, w), rows, (&mut v, bs), tile, par);
+        // V: `[in_ch][ξ][bs]`, its channels `vstride` apart; M: `[ξ][out_ch][bs]`, its matrices
+        // `slab` apart ([`SLAB_PAD`]). Every element of V that gemm reads is written first; M's
+        // spare columns feed only spare lanes, which are never stored: neither needs zeroing.
+        let (vstride, slab) = (xis * bs + SLAB_PAD, oc * bs + SLAB_PAD);
+        let mut v = take_scratch(ic * vstride);
+        let mut m = take_scratch(xis * slab);
+        input_transform(x, ic, (h, w), rows, (&mut v, bs, vstride), tile, par);
         let vs = &v;
-        for_chunks(&mut m, oc * bs, par, |xi, mc| {
+        for_chunks(&mut m, slab, par, |xi, mc| {
             matmul_one_thread(
                 Mat { data: &self.u[xi * oc * ic..][..oc * ic], rows: oc, cols: ic, stride: ic },
-                Mat { data: &vs[xi * bs..], rows: ic, cols: nt, stride: xis * bs },
+                Mat { data: &vs[xi * bs..], rows: ic, cols: nt, stride: vstride },
                 mc,
                 bs,
             );
         });
         let (ms, width) = (&m, Width::for_items(tw));
         let first_tile = first_tiles(rows, tw);
-        for_each_mut(planes, par, |piece, dst| {
-            let (seg, o) = (rows[piece / oc], piece % oc);
-            let residual =
-                epi.residual.map(|r| &r[(seg.image * oc + o) * h * w + mt * seg.ty0 * w..][..dst.len()]);
-            let plane = OutputPlane {
+        let mut groups: Vec<&mut [&mut [f32]]> = planes.chunks_mut(group_size(planes.len(), par)).collect();
+        let group = groups[0].len();
+        for_each_mut(&mut groups, par, |g, pieces| {
+            let (first_tile, first_piece) = (&first_tile, g * group);
+            width.run(OutputPlanes {
                 m: ms,
+                slab,
                 out_ch: oc,
                 bs,
-                o,
-                first: first_tile[piece / oc],
-                rows: seg.rows,
+                rows,
+                first_tile,
+                h,
                 w,
-                bias: epi.bias.map_or(0.0, |b| b[o]),
-                residual,
-                relu: epi.relu,
-                dst,
-            };
-            match tile {
-                Tile::F2 => width.run(plane),
-                Tile::F4 => width.run(OutputPlane4(plane)),
-            }
+                epi,
+                tile,
+                pieces,
+                first_piece,
+            });
         });
         give_scratch(v);
         give_scratch(m);
@@ -382,78 +365,130 @@ fn input_transform(
     channels: usize,
     (h, w): (usize, usize),
     rows: &[Rows],
-    (v, bs): (&mut [f32], usize),
+    (v, bs, stride): (&mut [f32], usize, usize),
     tile: Tile,
     par: bool,
 ) {
-    let (tw, xis) = (w.div_ceil(tile.m()), tile.xis());
+    let tw = w.div_ceil(tile.m());
     let (first_tile, width) = (first_tiles(rows, tw), Width::for_items(tw));
-    for_chunks(&mut v[..channels * xis * bs], xis * bs, par, |ci, vc| {
-        let planes = rows.iter().map(|seg| &x[(seg.image * channels + ci) * h * w..][..h * w]);
-        let channel = InputChannel { planes, rows, first_tile: &first_tile, h, w, v: vc, bs };
-        match tile {
-            Tile::F2 => width.run(channel),
-            Tile::F4 => width.run(InputChannel4(channel)),
-        }
+    let group = group_size(channels, par);
+    for_chunks(&mut v[..channels * stride], group * stride, par, |g, v| {
+        let (first, first_tile) = (g * group, &first_tile);
+        width.run(InputChannels { x, channels, first, rows, first_tile, h, w, v, bs, stride, tile });
     });
 }
 
-/// [`input_transform`] of one channel: `v` is its `[16][bs]`.
-struct InputChannel<'a, P> {
-    /// The channel's plane in each of `rows`' images.
-    planes: P,
+/// Items (channels, output planes) a transform's call takes: all of them on one thread, an
+/// even share each where `par` splits them among threads. A call picks its instructions and
+/// takes its scratch once for all its items (per item, that cost ResNet-20's 8×8 layers about
+/// as much as their arithmetic).
+fn group_size(items: usize, par: bool) -> usize {
+    match par {
+        true => items.div_ceil(free_threads().max(1)).max(1),
+        false => items.max(1),
+    }
+}
+
+/// The input transform of channels `first..` of `x` (`[n, channels, h, w]`) under `rows`, one
+/// after another: `v` holds their `[ξ][bs]` each, `stride` apart.
+struct InputChannels<'a> {
+    x: &'a [f32],
+    channels: usize,
+    first: usize,
     rows: &'a [Rows],
     first_tile: &'a [usize],
     h: usize,
     w: usize,
     v: &'a mut [f32],
     bs: usize,
+    stride: usize,
+    tile: Tile,
 }
 
-impl<'a, P: Iterator<Item = &'a [f32]>> Kernel for InputChannel<'a, P> {
+impl Kernel for InputChannels<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Lanes>(self) {
-        let InputChannel { planes, rows, first_tile, h, w, v, bs } = self;
+        let InputChannels { x, channels, first, rows, first_tile, h, w, v, bs, stride, tile } = self;
+        let (n, tw) = (S::N, w.div_ceil(tile.m()));
+        // Bᵀ d of one tile row, m + 2 rows of padded width: column 0 is the left padding, and
+        // everything right of the plane stays zero (the right padding and the lanes a group's
+        // loads reach past the last tile). Each channel writes the same columns: one zeroing
+        // serves them all.
+        let pw = match tile {
+            Tile::F2 => 2 * tw.next_multiple_of(n) + n,
+            Tile::F4 => 4 * tw.next_multiple_of(n) + 8,
+        };
+        with_row_scratch((tile.m() + 2) * pw, w, |t, zeros| {
+            for (k, v) in v.chunks_exact_mut(stride).enumerate() {
+                let v = &mut v[..tile.xis() * bs];
+                let ci = first + k;
+                let planes = rows.iter().map(|seg| &x[(seg.image * channels + ci) * h * w..][..h * w]);
+                let channel = InputChannel { planes, rows, first_tile, h, w, v, bs, pw, t, zeros };
+                match tile {
+                    Tile::F2 => channel.run::<S>(),
+                    Tile::F4 => InputChannel4(channel).run::<S>(),
+                }
+            }
+        });
+    }
+}
+
+/// [`input_transform`] of one channel (F(2×2)): `v` is its `[16][bs]`; `t`: the row pass's
+/// 4 rows, `pw` each, zeros where no row is written; `zeros`: a padding row.
+struct InputChannel<'a, 'b, P> {
+    /// The channel's plane in each of `rows`' images.
+    planes: P,
+    rows: &'a [Rows],
+    first_tile: &'a [usize],
+    h: usize,
+    w: usize,
+    v: &'b mut [f32],
+    bs: usize,
+    pw: usize,
+    t: &'b mut [f32],
+    zeros: &'b [f32],
+}
+
+impl<'a, P: Iterator<Item = &'a [f32]>> InputChannel<'a, '_, P> {
+    #[inline(always)]
+    fn run<S: Lanes>(self) {
+        let InputChannel { planes, rows, first_tile, h, w, v, bs, pw, t, zeros } = self;
         let tw = w.div_ceil(2);
-        // Bᵀ d of one tile row, 4 rows of padded width: column 0 is the left padding, and
-        // everything right of the plane stays zero (the right padding and spare lanes).
-        let pw = 2 * tw.next_multiple_of(S::N) + S::N;
         // V's 16 rows, each `bs` long: the bounds checks of a tile group's 16 stores are one.
-        let mut out: Vec<&mut [f32]> = v[..16 * bs].chunks_exact_mut(bs).collect();
-        with_row_scratch(4 * pw, w, |t, zeros| {
-            for ((seg, &first), plane) in rows.iter().zip(first_tile).zip(planes) {
-                for r in 0..seg.rows {
-                    let row = |k: usize| plane_row(plane, (h, w), 2 * (seg.ty0 + r) + k, zeros);
-                    let (d0, d1, d2, d3) = (row(0), row(1), row(2), row(3));
-                    let (t0, rest) = t.split_at_mut(pw);
-                    let (t1, rest) = rest.split_at_mut(pw);
-                    let (t2, t3) = rest.split_at_mut(pw);
-                    let (t0, t1, t2, t3) = (&mut t0[1..=w], &mut t1[1..=w], &mut t2[1..=w], &mut t3[1..=w]);
-                    for c in 0..w {
-                        let (a, b, c2, d) = (d0[c], d1[c], d2[c], d3[c]);
-                        t0[c] = a - c2;
-                        t1[c] = b + c2;
-                        t2[c] = c2 - b;
-                        t3[c] = b - d;
-                    }
-                    // A group of N tiles may write up to N − 1 lanes past the row's last tile: into
-                    // the next row's first tiles, written after, or the spare columns of the last row.
-                    for (ti, quad) in t.chunks_exact(pw).zip(out.chunks_exact_mut(4)) {
-                        for tx in (0..tw).step_by(S::N) {
-                            let (a, b) = (S::load(&ti[2 * tx..]), S::load(&ti[2 * tx + S::N..]));
-                            let (c, d) = (S::load(&ti[2 * tx + 2..]), S::load(&ti[2 * tx + S::N + 2..]));
-                            let (e0, e1) = (S::evens(a, b), S::odds(a, b));
-                            let (e2, e3) = (S::evens(c, d), S::odds(c, d));
-                            let col = first + r * tw + tx;
-                            for (o, val) in quad.iter_mut().zip([e0 - e2, e1 + e2, e2 - e1, e1 - e3]) {
-                                val.store(&mut o[col..]);
-                            }
+        let mut rows_of_v = v.chunks_exact_mut(bs);
+        let mut out: [&mut [f32]; 16] = std::array::from_fn(|_| rows_of_v.next().expect("16 rows"));
+        for ((seg, &first), plane) in rows.iter().zip(first_tile).zip(planes) {
+            for r in 0..seg.rows {
+                let row = |k: usize| plane_row(plane, (h, w), 2 * (seg.ty0 + r) + k, zeros);
+                let (d0, d1, d2, d3) = (&row(0)[..w], &row(1)[..w], &row(2)[..w], &row(3)[..w]);
+                let (t0, rest) = t.split_at_mut(pw);
+                let (t1, rest) = rest.split_at_mut(pw);
+                let (t2, t3) = rest.split_at_mut(pw);
+                let (t0, t1, t2, t3) = (&mut t0[1..=w], &mut t1[1..=w], &mut t2[1..=w], &mut t3[1..=w]);
+                for c in 0..w {
+                    let (a, b, c2, d) = (d0[c], d1[c], d2[c], d3[c]);
+                    t0[c] = a - c2;
+                    t1[c] = b + c2;
+                    t2[c] = c2 - b;
+                    t3[c] = b - d;
+                }
+                // A group of N tiles may write up to N − 1 lanes past the row's last tile: into
+                // the next row's first tiles, written after, or the spare columns of the last row.
+                for (ti, quad) in t.chunks_exact(pw).zip(out.chunks_exact_mut(4)) {
+                    for tx in (0..tw).step_by(S::N) {
+                        let (a, b) = (S::load(&ti[2 * tx..]), S::load(&ti[2 * tx + S::N..]));
+                        let (c, d) = (S::load(&ti[2 * tx + 2..]), S::load(&ti[2 * tx + S::N + 2..]));
+                        let (e0, e1) = (S::evens(a, b), S::odds(a, b));
+                        let (e2, e3) = (S::evens(c, d), S::odds(c, d));
+                        let col = first + r * tw + tx;
+                        for (o, val) in quad.iter_mut().zip([e0 - e2, e1 + e2, e2 - e1, e1 - e3]) {
+                            val.store(&mut o[col..]);
                         }
                     }
                 }
             }
-        });
+        }
     }
 }
 
@@ -478,11 +513,60 @@ fn plane_row<'a>(plane: &'a [f32], (h, w): (usize, usize), y1: usize, zeros: &'a
     }
 }
 
+/// The output transform of a block's `pieces` from `first_piece` on (piece `k·out_ch + o`:
+/// channel `o`'s rows under `rows[k]`), one after another.
+struct OutputPlanes<'a, 'b, 'd> {
+    /// `M`: `[ξ][out_ch][bs]`, its matrices `slab` apart.
+    m: &'a [f32],
+    slab: usize,
+    out_ch: usize,
+    bs: usize,
+    rows: &'a [Rows],
+    first_tile: &'a [usize],
+    h: usize,
+    w: usize,
+    epi: &'a Epilogue<'a>,
+    tile: Tile,
+    pieces: &'b mut [&'d mut [f32]],
+    first_piece: usize,
+}
+
+impl Kernel for OutputPlanes<'_, '_, '_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Lanes>(self) {
+        let OutputPlanes { m, slab, out_ch, bs, rows, first_tile, h, w, epi, tile, pieces, first_piece } =
+            self;
+        for (k, dst) in pieces.iter_mut().enumerate() {
+            let piece = first_piece + k;
+            let (seg, o) = (rows[piece / out_ch], piece % out_ch);
+            let at = (seg.image * out_ch + o) * h * w + tile.m() * seg.ty0 * w;
+            let plane = OutputPlane {
+                m,
+                slab,
+                bs,
+                o,
+                first: first_tile[piece / out_ch],
+                rows: seg.rows,
+                w,
+                bias: epi.bias.map_or(0.0, |b| b[o]),
+                residual: epi.residual.map(|r| &r[at..][..dst.len()]),
+                relu: epi.relu,
+                dst,
+            };
+            match tile {
+                Tile::F2 => plane.run::<S>(),
+                Tile::F4 => OutputPlane4(plane).run::<S>(),
+            }
+        }
+    }
+}
+
 /// The output transform of one output plane's piece: `Aᵀ M A` of each tile, with the epilogue.
 struct OutputPlane<'a> {
-    /// `M`: `[16][out_ch][bs]`.
+    /// `M`: `[16][out_ch][bs]`, its matrices `slab` apart.
     m: &'a [f32],
-    out_ch: usize,
+    slab: usize,
     bs: usize,
     o: usize,
     /// The piece's first tile in `M`, and its tile rows.
@@ -495,16 +579,15 @@ struct OutputPlane<'a> {
     dst: &'a mut [f32],
 }
 
-impl Kernel for OutputPlane<'_> {
-    type Output = ();
+impl OutputPlane<'_> {
     #[inline(always)]
     fn run<S: Lanes>(self) {
-        let OutputPlane { m, out_ch, bs, o, first, rows, w, bias, residual, relu, dst } = self;
+        let OutputPlane { m, slab, bs, o, first, rows, w, bias, residual, relu, dst } = self;
         let (n, tw, bias) = (S::N, w.div_ceil(2), S::splat(bias));
         // Output rows of this piece (the last tile row of an odd-height plane has one).
         let out_rows = dst.len() / w;
         // M's 16 rows for channel `o`, each `bs` long: one bounds check for a group's 16 loads.
-        let rows_of_m: [&[f32]; 16] = std::array::from_fn(|xi| &m[(xi * out_ch + o) * bs..][..bs]);
+        let rows_of_m: [&[f32]; 16] = std::array::from_fn(|xi| &m[xi * slab + o * bs..][..bs]);
         for r in 0..rows {
             for tx in (0..tw).step_by(n) {
                 let col = first + r * tw + tx;
@@ -568,7 +651,7 @@ fn store_outputs<S: Lanes, const K: usize>(
 /// [`InputChannel`] for F(4×4, 3×3): 6×6 input tiles at stride 4, `V = Bᵀ d B` with
 /// `Bᵀ` = [[4, 0, −5, 0, 1, 0], [0, −4, −4, 1, 1, 0], [0, 4, −4, −1, 1, 0], [0, −2, −1, 2, 1, 0],
 /// [0, 2, −1, −2, 1, 0], [0, 4, 0, −5, 0, 1]]; `v` is the channel's `[36][bs]`.
-struct InputChannel4<'a, P>(InputChannel<'a, P>);
+struct InputChannel4<'a, 'b, P>(InputChannel<'a, 'b, P>);
 
 /// What the F(4×4) transforms compute with: a vector, or one f32 (the input's row pass).
 trait Arith:
@@ -617,64 +700,59 @@ fn bt6<T: Arith>(d: [T; 6]) -> [T; 6] {
     ]
 }
 
-impl<'a, P: Iterator<Item = &'a [f32]>> Kernel for InputChannel4<'a, P> {
-    type Output = ();
+impl<'a, P: Iterator<Item = &'a [f32]>> InputChannel4<'a, '_, P> {
     #[inline(always)]
     fn run<S: Lanes>(self) {
-        let InputChannel { planes, rows, first_tile, h, w, v, bs } = self.0;
+        let InputChannel { planes, rows, first_tile, h, w, v, bs, pw, t, zeros } = self.0;
         let (n, tw) = (S::N, w.div_ceil(4));
-        // Bᵀ d of one tile row, 6 rows of padded width: column 0 is the left padding, and
-        // everything right of the plane stays zero (the right padding and the lanes a group's
-        // loads reach past the last tile).
-        let pw = 4 * tw.next_multiple_of(n) + 8;
-        let mut out: Vec<&mut [f32]> = v[..36 * bs].chunks_exact_mut(bs).collect();
-        with_row_scratch(6 * pw, w, |t, zeros| {
-            for ((seg, &first), plane) in rows.iter().zip(first_tile).zip(planes) {
-                for r in 0..seg.rows {
-                    let row = |k: usize| plane_row(plane, (h, w), 4 * (seg.ty0 + r) + k, zeros);
-                    let (d0, d1, d2, d3, d4, d5) = (row(0), row(1), row(2), row(3), row(4), row(5));
-                    let (t0, rest) = t.split_at_mut(pw);
-                    let (t1, rest) = rest.split_at_mut(pw);
-                    let (t2, rest) = rest.split_at_mut(pw);
-                    let (t3, rest) = rest.split_at_mut(pw);
-                    let (t4, t5) = rest.split_at_mut(pw);
-                    let (t0, t1, t2) = (&mut t0[1..=w], &mut t1[1..=w], &mut t2[1..=w]);
-                    let (t3, t4, t5) = (&mut t3[1..=w], &mut t4[1..=w], &mut t5[1..=w]);
-                    for c in 0..w {
-                        let col = bt6([d0[c], d1[c], d2[c], d3[c], d4[c], d5[c]]);
-                        (t0[c], t1[c], t2[c], t3[c], t4[c], t5[c]) =
-                            (col[0], col[1], col[2], col[3], col[4], col[5]);
-                    }
-                    // A group of N tiles may write up to N − 1 lanes past the row's last tile: into
-                    // the next row's first tiles, written after, or the spare columns of the last row.
-                    for (ti, six) in t.chunks_exact(pw).zip(out.chunks_exact_mut(6)) {
-                        for tx in (0..tw).step_by(n) {
-                            let at = 4 * tx;
-                            let ld = |o: usize| S::load(&ti[at + o..]);
-                            // Columns 4j + s of the group's 4N (+ 4) values, s = 0..5.
-                            let (a, b) = ((ld(0), ld(n)), (ld(2 * n), ld(3 * n)));
-                            let (ev, od) = (
-                                (S::evens(a.0, a.1), S::evens(b.0, b.1)),
-                                (S::odds(a.0, a.1), S::odds(b.0, b.1)),
-                            );
-                            let (c, d) = ((ld(4), ld(n + 4)), (ld(2 * n + 4), ld(3 * n + 4)));
-                            let e = [
-                                S::evens(ev.0, ev.1),
-                                S::evens(od.0, od.1),
-                                S::odds(ev.0, ev.1),
-                                S::odds(od.0, od.1),
-                                S::evens(S::evens(c.0, c.1), S::evens(d.0, d.1)),
-                                S::evens(S::odds(c.0, c.1), S::odds(d.0, d.1)),
-                            ];
-                            let col = first + r * tw + tx;
-                            for (o, val) in six.iter_mut().zip(bt6(e)) {
-                                val.store(&mut o[col..]);
-                            }
+        let mut rows_of_v = v.chunks_exact_mut(bs);
+        let mut out: [&mut [f32]; 36] = std::array::from_fn(|_| rows_of_v.next().expect("36 rows"));
+        for ((seg, &first), plane) in rows.iter().zip(first_tile).zip(planes) {
+            for r in 0..seg.rows {
+                let row = |k: usize| plane_row(plane, (h, w), 4 * (seg.ty0 + r) + k, zeros);
+                let (d0, d1, d2) = (&row(0)[..w], &row(1)[..w], &row(2)[..w]);
+                let (d3, d4, d5) = (&row(3)[..w], &row(4)[..w], &row(5)[..w]);
+                let (t0, rest) = t.split_at_mut(pw);
+                let (t1, rest) = rest.split_at_mut(pw);
+                let (t2, rest) = rest.split_at_mut(pw);
+                let (t3, rest) = rest.split_at_mut(pw);
+                let (t4, t5) = rest.split_at_mut(pw);
+                let (t0, t1, t2) = (&mut t0[1..=w], &mut t1[1..=w], &mut t2[1..=w]);
+                let (t3, t4, t5) = (&mut t3[1..=w], &mut t4[1..=w], &mut t5[1..=w]);
+                for c in 0..w {
+                    let col = bt6([d0[c], d1[c], d2[c], d3[c], d4[c], d5[c]]);
+                    (t0[c], t1[c], t2[c], t3[c], t4[c], t5[c]) =
+                        (col[0], col[1], col[2], col[3], col[4], col[5]);
+                }
+                // A group of N tiles may write up to N − 1 lanes past the row's last tile: into
+                // the next row's first tiles, written after, or the spare columns of the last row.
+                for (ti, six) in t.chunks_exact(pw).zip(out.chunks_exact_mut(6)) {
+                    for tx in (0..tw).step_by(n) {
+                        let at = 4 * tx;
+                        let ld = |o: usize| S::load(&ti[at + o..]);
+                        // Columns 4j + s of the group's 4N (+ 4) values, s = 0..5.
+                        let (a, b) = ((ld(0), ld(n)), (ld(2 * n), ld(3 * n)));
+                        let (ev, od) = (
+                            (S::evens(a.0, a.1), S::evens(b.0, b.1)),
+                            (S::odds(a.0, a.1), S::odds(b.0, b.1)),
+                        );
+                        let (c, d) = ((ld(4), ld(n + 4)), (ld(2 * n + 4), ld(3 * n + 4)));
+                        let e = [
+                            S::evens(ev.0, ev.1),
+                            S::evens(od.0, od.1),
+                            S::odds(ev.0, ev.1),
+                            S::odds(od.0, od.1),
+                            S::evens(S::evens(c.0, c.1), S::evens(d.0, d.1)),
+                            S::evens(S::odds(c.0, c.1), S::odds(d.0, d.1)),
+                        ];
+                        let col = first + r * tw + tx;
+                        for (o, val) in six.iter_mut().zip(bt6(e)) {
+                            val.store(&mut o[col..]);
                         }
                     }
                 }
             }
-        });
+        }
     }
 }
 
@@ -694,20 +772,23 @@ fn at6<S: Lanes>(m: [S; 6]) -> [S; 4] {
     ]
 }
 
-impl Kernel for OutputPlane4<'_> {
-    type Output = ();
+impl OutputPlane4<'_> {
     #[inline(always)]
     fn run<S: Lanes>(self) {
-        let OutputPlane { m, out_ch, bs, o, first, rows, w, bias, residual, relu, dst } = self.0;
+        let OutputPlane { m, slab, bs, o, first, rows, w, bias, residual, relu, dst } = self.0;
         let (n, tw, bias) = (S::N, w.div_ceil(4), S::splat(bias));
         let out_rows = dst.len() / w;
-        let rows_of_m: [&[f32]; 36] = std::array::from_fn(|xi| &m[(xi * out_ch + o) * bs..][..bs]);
+        // M's 36 rows for channel `o`, `slab` apart.
+        let (m, step) = (&m[o * bs..][..35 * slab + bs], slab);
         for r in 0..rows {
             for tx in (0..tw).step_by(n) {
                 let col = first + r * tw + tx;
-                let q: [S; 36] = std::array::from_fn(|xi| S::load(&rows_of_m[xi][col..]));
+                // Loaded where used, not gathered into an array first (which went through the stack).
+                let q = |xi: usize| S::load(&m[xi * step + col..]);
                 // Aᵀ on each column of the tile, then on each of the 4 resulting rows.
-                let by_col: [[S; 4]; 6] = std::array::from_fn(|c| at6(std::array::from_fn(|k| q[6 * k + c])));
+                let by_col: [[S; 4]; 6] = std::array::from_fn(|c| {
+                    at6([q(c), q(6 + c), q(12 + c), q(18 + c), q(24 + c), q(30 + c)])
+                });
                 let tile_rows: [[S; 4]; 4] =
                     std::array::from_fn(|dy| at6(std::array::from_fn(|c| by_col[c][dy])));
                 for (dy, y) in tile_rows.into_iter().enumerate() {
@@ -819,7 +900,7 @@ impl Winograd3x3 {
             let bs = nt + SPARE;
             let mut v = take_scratch(16 * ic * bs);
             let mut dm = take_scratch(16 * oc * bs);
-            input_transform(x, ic, (h, w), &rows, (&mut v, bs), Tile::F2, false);
+            input_transform(x, ic, (h, w), &rows, (&mut v, bs, 16 * bs), Tile::F2, false);
             width.run(GradientTransform { dy, channels: oc, h, w, rows: &rows, dm: &mut dm, bs });
             for (xi, dst) in du[..16 * oc * ic].chunks_exact_mut(oc * ic).enumerate() {
                 let dmv = View { data: &dm[xi * bs..], rows: oc, cols: nt, rs: 16 * bs, cs: 1 };
@@ -1221,19 +1302,16 @@ mod tests {
         assert_eq!(Split::for_layer(512, 512, (7, 7), Tile::F2, 2), Split::Within);
     }
 
-    /// ResNet-20's 32×32 stage takes F(4×4) on either target, its 16×16 one in wasm alone, its
-    /// 8×8 one on neither; ResNet-18's last stage's weights would outgrow 4 MiB.
+    /// ResNet-20's 32×32 and 16×16 stages take F(4×4), its 8×8 one and ResNet-18's 14×14 one
+    /// F(2×2); a 28×28 plane's 512-channel weights would outgrow 4 MiB.
     #[test]
-    fn each_targets_tiles() {
-        let pick = |side, ch, plane| with_f4_min_side(side, || Tile::for_plane(ch, ch, plane));
-        for side in [F4_MIN_SIDE_NATIVE, F4_MIN_SIDE_WASM] {
-            assert_eq!(pick(side, 16, (32, 32)), Tile::F4);
-            assert_eq!(pick(side, 64, (8, 8)), Tile::F2);
-            assert_eq!(pick(side, 512, (28, 28)), Tile::F2);
-        }
-        assert_eq!(pick(F4_MIN_SIDE_NATIVE, 32, (16, 16)), Tile::F2);
-        assert_eq!(pick(F4_MIN_SIDE_WASM, 32, (16, 16)), Tile::F4);
-        assert_eq!(Tile::for_plane(32, 32, (16, 16)), pick(F4_MIN_SIDE, 32, (16, 16)));
+    fn tiles_by_plane() {
+        assert_eq!(Tile::for_plane(16, 16, (32, 32)), Tile::F4);
+        assert_eq!(Tile::for_plane(32, 32, (16, 16)), Tile::F4);
+        assert_eq!(Tile::for_plane(32, 32, (16, 15)), Tile::F2);
+        assert_eq!(Tile::for_plane(64, 64, (8, 8)), Tile::F2);
+        assert_eq!(Tile::for_plane(256, 256, (14, 14)), Tile::F2);
+        assert_eq!(Tile::for_plane(512, 512, (28, 28)), Tile::F2);
     }
 
     /// In a team's pass (no wake-up to repay) every ResNet-20 conv splits: in blocks where each
