@@ -9,6 +9,7 @@ import argparse
 import datetime
 import gzip
 import json
+import math
 import os
 import platform
 import statistics
@@ -245,10 +246,18 @@ def summarize_profile(p):
     return p
 
 
-def native_profile(models, quick):
+# The node-by-node profile passes for at least this long (as the browser's, `profileMinMs`), so
+# that its per-node medians outlast a slow phase of the machine: ResNet-20's 15 passes (~13 ms)
+# once read 1.45 ms a forward against 0.83 timed.
+PROFILE_MIN_MS = 1000
+
+
+def native_profile(models, quick, native_results):
+    """`native_results`: native()'s, whose 1-thread batch-1 median sets the passes."""
     out = {}
     for m in models:
-        cmd = [str(OURS), "--model", m, "--mode", "profile", "--min-iters", "1" if quick else "15"]
+        reps = 1 if quick else max(15, math.ceil(PROFILE_MIN_MS / native_results[m]["1"]["1"]["ours_ms"]))
+        cmd = [str(OURS), "--model", m, "--mode", "profile", "--min-iters", str(reps), "--max-iters", str(reps)]
         if MODELS[m][2]:
             cmd += ["--weights", str(MODELS[m][2])]
         env = dict(os.environ, RAYON_NUM_THREADS="1")
@@ -587,7 +596,7 @@ def main():
             models, threads, batches, it = native_plan(a.quick)
             res["native"], notes = native(models, threads, batches, it)
             log("native profile")
-            res["native_profile"] = native_profile(models, a.quick)
+            res["native_profile"] = native_profile(models, a.quick, res["native"])
             res["versions"]["onnxruntime"] = ort.__version__
             res["versions"]["torch"] = notes.get("torch_version") or res["versions"].get("torch")
             res["native_run"] = {"date": now, "cpu": cpu_model(), "load_average": {"start": load0, "end": list(os.getloadavg())}}
@@ -611,7 +620,7 @@ def main():
     }
     res["native"], notes = native(models, threads, batches, it)
     log("native profile")
-    res["native_profile"] = native_profile(models, a.quick)
+    res["native_profile"] = native_profile(models, a.quick, res["native"])
     res["versions"]["torch"] = notes.get("torch_version")
     log("browser")
     res["wasm"], res["wasm_threads"], res["browser"], res["versions"]["onnxruntime_web"] = browser(models, a.quick)
