@@ -378,14 +378,14 @@ fn input_transform(
     });
 }
 
-/// Items (channels, output planes) a transform's call takes: all of them on one thread; where
-/// `par` splits them among threads, a quarter of a thread's share, so that a thread that starts
-/// late (a Web Worker woken late) leaves its calls to the others. A call picks its
-/// instructions and takes its scratch once for all its items (per item, that cost ResNet-20's
-/// 8×8 layers about as much as their arithmetic).
+/// Items (channels, output planes) a transform's call takes: all of them on one thread, a
+/// thread's share where `par` splits them among threads (a team's section hands out one share a
+/// thread, whoever claims it first). A call picks its instructions and takes its scratch once
+/// for all its items (per item, that cost ResNet-20's 8×8 layers about as much as their
+/// arithmetic).
 fn group_size(items: usize, par: bool) -> usize {
     match par {
-        true => items.div_ceil(4 * free_threads().max(1)).max(1),
+        true => items.div_ceil(free_threads().max(1)).max(1),
         false => items.max(1),
     }
 }
