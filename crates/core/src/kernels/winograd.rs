@@ -262,8 +262,8 @@ impl Winograd3x3 {
         });
         let (ms, width) = (&m, Width::for_items(tw));
         let first_tile = first_tiles(rows, tw);
-        let mut groups: Vec<&mut [&mut [f32]]> = planes.chunks_mut(group_size(planes.len(), par)).collect();
-        let group = groups[0].len();
+        let group = group_size(planes.len(), par);
+        let mut groups: Vec<&mut [&mut [f32]]> = planes.chunks_mut(group).collect();
         for_each_mut(&mut groups, par, |g, pieces| {
             let (first_tile, first_piece) = (&first_tile, g * group);
             width.run(OutputPlanes {
