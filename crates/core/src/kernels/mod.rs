@@ -237,13 +237,32 @@ pub(crate) fn for_chunks(
 }
 
 /// `f(i, item)` for every item, on rayon's threads when `parallel` (on the team's, in a pass
-/// this thread leads).
+/// this thread leads, a thread's share of the items per claim).
 pub(crate) fn for_each_mut<T: Send>(
     items: &mut [T],
     parallel: bool,
     f: impl Fn(usize, &mut T) + Sync + Send,
 ) {
-    if parallel && items.len() > 1 && team::for_each_mut(items, &f) {
+    for_each_claimed(items, parallel, team::Claims::Shares, f)
+}
+
+/// [`for_each_mut`] for a few big items, each claimed on its own in a team's pass
+/// ([`team::Claims::Items`]): the threads share them as fast as each runs.
+pub(crate) fn for_each_balanced<T: Send>(
+    items: &mut [T],
+    parallel: bool,
+    f: impl Fn(usize, &mut T) + Sync + Send,
+) {
+    for_each_claimed(items, parallel, team::Claims::Items, f)
+}
+
+fn for_each_claimed<T: Send>(
+    items: &mut [T],
+    parallel: bool,
+    claims: team::Claims,
+    f: impl Fn(usize, &mut T) + Sync + Send,
+) {
+    if parallel && items.len() > 1 && team::for_each_mut(items, claims, &f) {
         return;
     }
     #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]

@@ -264,9 +264,25 @@ pub(crate) fn team_threads() -> Option<usize> {
     leading().filter(|_| !inside_item()).map(|t| t.threads)
 }
 
+/// How a section's items go to its threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Claims {
+    /// One claim per thread's share of the items: for many small items, where a claim (which
+    /// moves the state word's cache line between cores) costs as much as an item.
+    Shares,
+    /// One claim per item: for a few big items each worth a claim, so that a thread that runs
+    /// slower (its input in the other core's cache, its core shared with the browser's threads)
+    /// takes fewer and the others do not wait for it.
+    Items,
+}
+
 /// `f(i, item)` for every item, on the team this thread leads; false (nothing run) if it leads
 /// none or there are too many items for the state word.
-pub(crate) fn for_each_mut<T: Send>(items: &mut [T], f: &(impl Fn(usize, &mut T) + Sync)) -> bool {
+pub(crate) fn for_each_mut<T: Send>(
+    items: &mut [T],
+    claims: Claims,
+    f: &(impl Fn(usize, &mut T) + Sync),
+) -> bool {
     let Some(team) = leading().filter(|_| !inside_item()) else { return false };
     if items.len() > MAX_ITEMS {
         return false;
@@ -277,9 +293,11 @@ pub(crate) fn for_each_mut<T: Send>(items: &mut [T], f: &(impl Fn(usize, &mut T)
     unsafe impl<T: Send> Sync for Items<T> {}
     let base = Items(items.as_mut_ptr());
     let base = &base;
-    // One claim per thread's share, not per item: a claim moves the state word's cache line
-    // between cores, which costs as much as a small item (a channel of ResNet-20's transforms).
-    let (len, units) = (items.len(), items.len().min(team.threads));
+    let len = items.len();
+    let units = match claims {
+        Claims::Shares => len.min(team.threads),
+        Claims::Items => len,
+    };
     team.section(units, &|u| {
         for i in u * len / units..(u + 1) * len / units {
             // SAFETY: unit `u`'s items are its alone (see `Items`).
@@ -299,6 +317,7 @@ mod tests {
 
     #[test]
     fn every_item_once_across_many_sections() {
+        // Both ways of claiming, alternately.
         pool(3).install(|| {
             let total = run_team(|| {
                 assert_eq!(team_threads(), Some(3));
@@ -306,11 +325,12 @@ mod tests {
                 for round in 0..2000usize {
                     let mut items: Vec<u64> = (0..(round % 17) as u64).collect();
                     let seen = AtomicUsize::new(0);
-                    assert!(for_each_mut(&mut items, &|i, v: &mut u64| {
+                    let claims = if round % 2 == 0 { Claims::Shares } else { Claims::Items };
+                    assert!(for_each_mut(&mut items, claims, &|i, v: &mut u64| {
                         assert_eq!(*v, i as u64);
                         assert!(inside_item() && team_threads().is_none(), "no nesting in an item");
                         // A nested section in an item runs nothing on the team.
-                        assert!(!for_each_mut(&mut [0u8; 2], &|_, _| ()));
+                        assert!(!for_each_mut(&mut [0u8; 2], Claims::Items, &|_, _| ()));
                         *v = 10 * *v + 1;
                         seen.fetch_add(1, Ordering::Relaxed);
                     }));
@@ -323,7 +343,10 @@ mod tests {
             let want: u64 = (0..2000u64).map(|r| (0..r % 17).map(|i| 10 * i + 1).sum::<u64>()).sum();
             assert_eq!(total, want);
             assert_eq!(team_threads(), None, "the team ends with its pass");
-            assert!(!for_each_mut(&mut [1, 2], &|_, _: &mut i32| ()), "no team outside a pass");
+            assert!(
+                !for_each_mut(&mut [1, 2], Claims::Shares, &|_, _: &mut i32| ()),
+                "no team outside a pass"
+            );
         });
     }
 
@@ -335,7 +358,7 @@ mod tests {
                 (0..50)
                     .map(|_| {
                         let mut ids = vec![usize::MAX; 64];
-                        for_each_mut(&mut ids, &|_, id: &mut usize| {
+                        for_each_mut(&mut ids, Claims::Shares, &|_, id: &mut usize| {
                             // Long enough that the helper claims its unit.
                             std::thread::sleep(std::time::Duration::from_micros(200));
                             *id = rayon::current_thread_index().unwrap();
@@ -385,7 +408,7 @@ mod tests {
             let threads_of_a_pass = || {
                 run_team(|| {
                     let mut ids = vec![usize::MAX; 8];
-                    for_each_mut(&mut ids, &|_, id: &mut usize| {
+                    for_each_mut(&mut ids, Claims::Shares, &|_, id: &mut usize| {
                         std::thread::sleep(std::time::Duration::from_millis(2));
                         *id = rayon::current_thread_index().unwrap();
                     });
