@@ -583,7 +583,11 @@ def main():
             res["cam"] = browser_cam(a.quick)
             res["cam_date"] = now
         elif a.only == "page":
-            res["page"] = page(a.quick)
+            measured = page(a.quick)
+            if measured["first_prediction_ms"] is None:
+                # Keep the committed figures rather than overwrite them with none.
+                raise SystemExit(f"--only page: {measured['note']}")
+            res["page"] = measured
             res["page"]["date"] = now
         elif a.only == "wasm":
             # The browser's inference alone: it carries its own date and CPU.
