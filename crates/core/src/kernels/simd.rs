@@ -358,9 +358,15 @@ impl Width {
         Width::W4
     }
 
-    /// Every width this CPU runs, narrowest first (the tests run a kernel at each).
+    /// Every width this CPU runs, narrowest first (the tests run a kernel at each). In this
+    /// crate's unit tests every width: those the CPU lacks run on [`emulated`] lanes, so the
+    /// 16-lane paths are tested on an AVX2 machine too.
     pub fn available() -> Vec<Width> {
-        [Width::W4, Width::W8, Width::W16].into_iter().filter(|w| *w <= Width::widest()).collect()
+        let all = [Width::W4, Width::W8, Width::W16];
+        match cfg!(test) {
+            true => all.to_vec(),
+            false => all.into_iter().filter(|w| *w <= Width::widest()).collect(),
+        }
     }
 
     pub fn lanes(self) -> usize {
@@ -374,7 +380,12 @@ impl Width {
     /// The widest available width that `items` (elements of a row) fill more than half of, so
     /// a short row does not pay for lanes it leaves empty.
     pub fn for_items(items: usize) -> Width {
-        let limit = Width::widest().min(LIMIT.with(|l| l.get()));
+        let limit = match LIMIT.with(|l| l.get()) {
+            // A unit test's limit may name a width the CPU lacks: it runs emulated.
+            Some(limit) if cfg!(test) => limit,
+            Some(limit) => limit.min(Width::widest()),
+            None => Width::widest(),
+        };
         let mut w = Width::W4;
         for wider in [Width::W8, Width::W16] {
             if wider <= limit && 2 * items > wider.lanes() {
@@ -403,20 +414,25 @@ impl Width {
                 // SAFETY: as above.
                 unsafe { wide::avx2_narrow(kernel) }
             }
+            #[cfg(test)]
+            Width::W16 => kernel.run::<emulated::Lanes<16>>(),
+            #[cfg(test)]
+            Width::W8 => kernel.run::<emulated::Lanes<8>>(),
             _ => kernel.run::<F32x4>(),
         }
     }
 }
 
 thread_local! {
-    /// The widest [`Width::for_items`] picks on this thread: tests lower it to run every width.
-    static LIMIT: std::cell::Cell<Width> = const { std::cell::Cell::new(Width::W16) };
+    /// The widest [`Width::for_items`] picks on this thread (`None`: the CPU's widest): tests
+    /// set it to run every width.
+    static LIMIT: std::cell::Cell<Option<Width>> = const { std::cell::Cell::new(None) };
 }
 
 /// Runs `f` with kernels on this thread no wider than `limit` (kernels that split their work
 /// among threads run it on this one at a limit; the tests of every width do).
 pub fn with_width_limit<R>(limit: Width, f: impl FnOnce() -> R) -> R {
-    let before = LIMIT.with(|l| l.replace(limit));
+    let before = LIMIT.with(|l| l.replace(Some(limit)));
     let out = f();
     LIMIT.with(|l| l.set(before));
     out
@@ -597,6 +613,64 @@ mod wide {
         #[inline(always)]
         fn zip_hi(a: Self, b: Self) -> Self {
             F32x16(pick(a.0, std::array::from_fn(|i| (8 + i / 2 + 16 * (i % 2)) as i32), b.0))
+        }
+    }
+}
+
+/// Lanes as plain arrays, for the unit tests of the widths this CPU lacks: every kernel's
+/// generic code then runs 8 and 16 lanes wide on any machine (the vector types' own shuffles
+/// are tested where the CPU has them, by `every_width_shuffles_as_defined`).
+#[cfg(test)]
+mod emulated {
+    #[derive(Clone, Copy)]
+    pub struct Lanes<const N: usize>([f32; N]);
+
+    impl<const N: usize> std::ops::Add for Lanes<N> {
+        type Output = Self;
+        fn add(self, o: Self) -> Self {
+            Lanes(std::array::from_fn(|i| self.0[i] + o.0[i]))
+        }
+    }
+    impl<const N: usize> std::ops::Sub for Lanes<N> {
+        type Output = Self;
+        fn sub(self, o: Self) -> Self {
+            Lanes(std::array::from_fn(|i| self.0[i] - o.0[i]))
+        }
+    }
+    impl<const N: usize> std::ops::Mul for Lanes<N> {
+        type Output = Self;
+        fn mul(self, o: Self) -> Self {
+            Lanes(std::array::from_fn(|i| self.0[i] * o.0[i]))
+        }
+    }
+    impl<const N: usize> super::Lanes for Lanes<N> {
+        const N: usize = N;
+        fn load(s: &[f32]) -> Self {
+            Lanes(s[..N].try_into().expect("N elements"))
+        }
+        fn store(self, s: &mut [f32]) {
+            s[..N].copy_from_slice(&self.0);
+        }
+        fn splat(v: f32) -> Self {
+            Lanes([v; N])
+        }
+        fn mul_add(self, b: Self, c: Self) -> Self {
+            Lanes(std::array::from_fn(|i| self.0[i].mul_add(b.0[i], c.0[i])))
+        }
+        fn relu(self) -> Self {
+            Lanes(self.0.map(|v| v.max(0.0)))
+        }
+        fn evens(a: Self, b: Self) -> Self {
+            Lanes(std::array::from_fn(|i| if 2 * i < N { a.0[2 * i] } else { b.0[2 * i - N] }))
+        }
+        fn odds(a: Self, b: Self) -> Self {
+            Lanes(std::array::from_fn(|i| if 2 * i < N { a.0[2 * i + 1] } else { b.0[2 * i + 1 - N] }))
+        }
+        fn zip_lo(a: Self, b: Self) -> Self {
+            Lanes(std::array::from_fn(|i| if i % 2 == 0 { a.0[i / 2] } else { b.0[i / 2] }))
+        }
+        fn zip_hi(a: Self, b: Self) -> Self {
+            Lanes(std::array::from_fn(|i| if i % 2 == 0 { a.0[N / 2 + i / 2] } else { b.0[N / 2 + i / 2] }))
         }
     }
 }
