@@ -265,6 +265,23 @@ def native_profile(models, quick, native_results):
     return out
 
 
+# Seconds each conv shape's kernels are timed for by `resnet-bench --mode kernels`.
+KERNELS_BUDGET_S = 1.0
+
+
+def native_kernels(models, quick):
+    """Each conv shape of each model timed in the forward on every kernel that can run it, 1 thread:
+    where the rule that picks a conv's kernel is not the fastest on this CPU (resnet_core::profile)."""
+    out = {}
+    for m in models:
+        cmd = [str(OURS), "--model", m, "--mode", "kernels", "--budget-s", str(0 if quick else KERNELS_BUDGET_S)]
+        if MODELS[m][2]:
+            cmd += ["--weights", str(MODELS[m][2])]
+        env = dict(os.environ, RAYON_NUM_THREADS="1")
+        out[m] = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout)
+    return out
+
+
 def drive_bench_page(cfg, name):
     """bench/web/drive.mjs on config `cfg` (written to WORK/NAME.json): its parsed output."""
     path = WORK / f"{name}.json"
@@ -528,6 +545,11 @@ def validate(res):
         for k in ("threads", "ours_ms", "ort_ms", "ratio"):
             assert isinstance(r[k], (int, float)) and r[k] > 0, f"wasm_threads.{m}.{k} = {r.get(k)}"
     assert res["native"], "no native results"
+    for m, shapes in (res.get("native_kernels") or {}).items():
+        assert shapes, f"native_kernels.{m}: no convs"
+        for c in shapes:
+            assert c["rule"] in c["times"], f"native_kernels.{m} {c['shape']}: the rule's kernel was not timed"
+            assert all(t > 0 for t in c["times"].values()), f"native_kernels.{m} {c['shape']}: {c['times']}"
     for m, by_t in res["native"].items():
         for t, by_b in by_t.items():
             for b, c in by_b.items():
@@ -601,6 +623,8 @@ def main():
             res["native"], notes = native(models, threads, batches, it)
             log("native profile")
             res["native_profile"] = native_profile(models, a.quick, res["native"])
+            log("native kernel choices")
+            res["native_kernels"] = native_kernels(models, a.quick)
             res["versions"]["onnxruntime"] = ort.__version__
             res["versions"]["torch"] = notes.get("torch_version") or res["versions"].get("torch")
             res["native_run"] = {"date": now, "cpu": cpu_model(), "load_average": {"start": load0, "end": list(os.getloadavg())}}
@@ -625,6 +649,8 @@ def main():
     res["native"], notes = native(models, threads, batches, it)
     log("native profile")
     res["native_profile"] = native_profile(models, a.quick, res["native"])
+    log("native kernel choices")
+    res["native_kernels"] = native_kernels(models, a.quick)
     res["versions"]["torch"] = notes.get("torch_version")
     log("browser")
     res["wasm"], res["wasm_threads"], res["browser"], res["versions"]["onnxruntime_web"] = browser(models, a.quick)

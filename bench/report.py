@@ -114,6 +114,24 @@ def markdown(res):
                     f"{fmt(torch_ms) if not isinstance(torch_ms, str) else 'n/a'} | **{fmt(c['ratio_vs_ort'])}×** | "
                     f"{fmt(c.get('ratio_vs_torch'))}{'×' if c.get('ratio_vs_torch') else ''} | {fmt(c['ours']['gflops'], 1)} |"
                 )
+    if res.get("native_kernels"):
+        lines += [
+            "",
+            "**Kernel choice, natively** (1 thread, batch 1: each conv shape timed in the forward on every kernel that "
+            "can run it, interleaved rounds, the median of its layers' summed time in ms; **bold**: the kernel the rule "
+            "picks; rule / fastest > 1 where another kernel beat it on this CPU)",
+            "",
+            "| model | conv shape | layers | winograd-f2 | winograd-f4 | direct | im2col | 1x1-gemm | rule / fastest |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for m, shapes in res["native_kernels"].items():
+            for c in shapes:
+                cell = lambda k: "" if k not in c["times"] else (  # noqa: E731
+                    f"**{fmt(c['times'][k], 3)}**" if k == c["rule"] else fmt(c["times"][k], 3))
+                lines.append(
+                    f"| {m} | {c['shape']} | {len(c['layers'])} | {cell('winograd-f2')} | {cell('winograd-f4')} | "
+                    f"{cell('direct')} | {cell('im2col')} | {cell('1x1-gemm')} | {fmt(c['rule_vs_fastest'])}× |"
+                )
     pg = res["page"]
     kib = lambda b: "—" if b is None else f"{b / 1024:.0f} KiB"  # noqa: E731
     lines += [

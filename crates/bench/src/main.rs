@@ -15,8 +15,11 @@ use resnet_core::{find_arch, Model, WeightsSource};
 use serde::Serialize;
 
 const USAGE: &str = "usage: resnet-bench --model NAME [--weights FILE.safetensors] [--batch N] \
-[--input FILE.f32] [--mode fast|taps|reference|profile|train|train-candle] [--warmup N] [--min-iters N] [--max-iters N] \
-[--budget-s SECONDS] [--logits-out FILE.f32]";
+[--input FILE.f32] [--mode fast|taps|reference|profile|kernels|train|train-candle] [--warmup N] [--min-iters N] \
+[--max-iters N] [--budget-s SECONDS] [--logits-out FILE.f32]
+
+--mode kernels: each conv shape of the model timed in the forward on every kernel that can run it
+(--budget-s per shape; 0: one round), against the kernel the rule picks.";
 
 struct Args {
     model: String,
@@ -71,9 +74,12 @@ fn parse_args() -> Result<Args, String> {
     if a.model.is_empty() {
         return Err(format!("--model is required\n{USAGE}"));
     }
-    if !matches!(a.mode.as_str(), "fast" | "taps" | "reference" | "profile" | "train" | "train-candle") {
+    if !matches!(
+        a.mode.as_str(),
+        "fast" | "taps" | "reference" | "profile" | "kernels" | "train" | "train-candle"
+    ) {
         return Err(format!(
-            "--mode must be fast, taps, reference, profile, train or train-candle, not '{}'",
+            "--mode must be fast, taps, reference, profile, kernels, train or train-candle, not '{}'",
             a.mode
         ));
     }
@@ -229,6 +235,13 @@ fn run() -> Result<(), String> {
         let now = || t0.elapsed().as_secs_f64() * 1e3;
         let profile = resnet_core::profile::profile_forward(&model, a.min_iters, &now).map_err(e)?;
         println!("{}", serde_json::to_string(&profile).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    if a.mode == "kernels" {
+        let t0 = Instant::now();
+        let now = || t0.elapsed().as_secs_f64() * 1e3;
+        let choices = resnet_core::profile::kernel_choices(&model, a.budget_s * 1e3, &now).map_err(e)?;
+        println!("{}", serde_json::to_string(&choices).map_err(|e| e.to_string())?);
         return Ok(());
     }
     let s = model.graph.input;

@@ -6,8 +6,9 @@
 use candle_core::{Device, Tensor};
 use serde::{Serialize, Serializer};
 
-use crate::kernels::conv::ConvPath;
-use crate::spec::Op;
+use crate::kernels::conv::{ConvKernel, ConvPath};
+use crate::kernels::plan::FastPlan;
+use crate::spec::{Conv, NodeId, Op};
 use crate::Model;
 
 /// The part of the fast path a node runs on: the profile's groups.
@@ -142,8 +143,190 @@ pub fn profile_forward(model: &Model, reps: usize, now: &dyn Fn() -> f64) -> can
     })
 }
 
+/// The convs of one shape in a net (kernel size, stride, padding, channels, input plane): the
+/// kernel the rule gives them, and what each kernel that can run them takes in the network.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelChoice {
+    /// `in→out k×k /stride pad, h×w`, e.g. `64→64 3×3 /1 p1, 56×56`.
+    pub shape: String,
+    pub layers: Vec<String>,
+    /// The rule's kernel ([`ConvKernel::rule`]).
+    pub rule: &'static str,
+    /// Each kernel's time: the median over rounds of its layers' summed time in the forward, ms.
+    #[serde(serialize_with = "times")]
+    pub times: Vec<(&'static str, f64)>,
+    pub fastest: &'static str,
+    /// The rule's time over the fastest kernel's (1 where the rule picks the fastest).
+    #[serde(serialize_with = "round2")]
+    pub rule_vs_fastest: f64,
+}
+
+fn times<S: Serializer>(v: &[(&'static str, f64)], s: S) -> Result<S::Ok, S::Error> {
+    struct Ms(f64);
+    impl Serialize for Ms {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            rounded(self.0, 4, s)
+        }
+    }
+    s.collect_map(v.iter().map(|(k, t)| (k, Ms(*t))))
+}
+
+/// A kernel that takes more than this many times the fastest one's time in the first round is
+/// timed no further (the direct kernel on a 512-channel 3×3 conv): its first time is reported.
+const HOPELESS: f64 = 3.0;
+
+/// Checks the rule that picks each conv's kernel ([`ConvKernel::rule`]) on this machine: for each
+/// shape of conv in `model`, the fast forward (batch 1, a random N(0, 1) input) runs with those
+/// convs on each kernel that can take them in turn, the rest as the rule says, in rounds (one
+/// forward per kernel each, interleaved, so the machine's drift is shared) for at least `min_ms`
+/// per shape (one round where `min_ms` is 0). A conv is timed in the network, where its input is
+/// still in cache and its weights are not, as in an inference.
+pub fn kernel_choices(
+    model: &Model,
+    min_ms: f64,
+    now: &dyn Fn() -> f64,
+) -> candle_core::Result<Vec<KernelChoice>> {
+    let g = &model.graph;
+    let shapes = g.shapes(None).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let x = Tensor::randn(0f32, 1f32, (1, g.input.c, g.input.h, g.input.w), &Device::Cpu)?;
+    // Conv nodes grouped by shape, in the order the shapes first occur.
+    let mut groups: Vec<(Conv, (usize, usize), Vec<NodeId>)> = vec![];
+    for (i, node) in g.nodes.iter().enumerate() {
+        let Op::Conv2d(c) = &node.op else { continue };
+        let input = &shapes[node.inputs[0]];
+        let plane = (input.h, input.w);
+        match groups.iter_mut().find(|(gc, gp, _)| gc == c && *gp == plane) {
+            Some((_, _, nodes)) => nodes.push(i),
+            None => groups.push((*c, plane, vec![i])),
+        }
+    }
+    let mut out = vec![];
+    for (c, (h, w), nodes) in groups {
+        let geometry = (c.kernel, c.stride, c.padding);
+        let rule = ConvKernel::rule((c.out_ch, c.in_ch), geometry, Some((h, w)));
+        // (kernel, its plan, its times, still timed)
+        let mut kernels = vec![];
+        for k in ConvKernel::candidates(geometry) {
+            let pick = |i: NodeId| nodes.contains(&i).then_some(k);
+            kernels.push((k, FastPlan::folded_with(g, &model.weights, &pick)?, vec![], true));
+        }
+        let timed = |plan: &FastPlan| -> candle_core::Result<f64> {
+            let ms = plan.run(g, &model.weights, &x, false, Some(now))?.node_ms;
+            Ok(nodes.iter().map(|&i| ms[i]).sum())
+        };
+        for (_, plan, _, _) in &kernels {
+            timed(plan)?; // warm-up: first-touch page faults, scratch buffers
+        }
+        let t0 = now();
+        for round in 0.. {
+            for (_, plan, times, _) in kernels.iter_mut().filter(|k| k.3) {
+                times.push(timed(plan)?);
+            }
+            if round == 0 {
+                let best = kernels.iter().map(|k| k.2[0]).fold(f64::INFINITY, f64::min);
+                for (k, _, times, live) in kernels.iter_mut() {
+                    *live = *k == rule || times[0] <= HOPELESS * best;
+                }
+            }
+            if min_ms <= 0.0 || now() - t0 >= min_ms {
+                break;
+            }
+        }
+        let times: Vec<(&'static str, f64)> =
+            kernels.into_iter().map(|(k, _, mut t, _)| (k.name(), median(&mut t))).collect();
+        let (fastest, best) =
+            times.iter().copied().min_by(|a, b| a.1.total_cmp(&b.1)).expect("a kernel or more");
+        let rule_ms = times.iter().find(|(k, _)| *k == rule.name()).map_or(f64::NAN, |t| t.1);
+        out.push(KernelChoice {
+            shape: format!(
+                "{}→{} {k}×{k} /{} p{}, {h}×{w}",
+                c.in_ch,
+                c.out_ch,
+                c.stride,
+                c.padding,
+                k = c.kernel
+            ),
+            layers: nodes.iter().map(|&i| g.nodes[i].name.clone()).collect(),
+            rule: rule.name(),
+            times,
+            fastest,
+            rule_vs_fastest: rule_ms / best.max(1e-9),
+        });
+    }
+    Ok(out)
+}
+
 /// The upper median (the middle one of an odd count).
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{find_arch, WeightsSource};
+    use std::time::Instant;
+
+    fn resnet20() -> Model {
+        Model::load(find_arch("cifar-resnet20").unwrap(), WeightsSource::Random(3), &Device::Cpu).unwrap()
+    }
+
+    /// Every conv is in one shape's row, each row times every kernel that can run it, the rule's
+    /// among them, and the fastest is the one with the least time.
+    #[test]
+    fn kernel_choices_cover_every_conv_on_every_kernel() {
+        let model = resnet20();
+        let t0 = Instant::now();
+        let now = || t0.elapsed().as_secs_f64() * 1e3;
+        let choices = kernel_choices(&model, 0.0, &now).unwrap();
+        let mut convs: Vec<&str> = model
+            .graph
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::Conv2d(_)))
+            .map(|n| n.name.as_str())
+            .collect();
+        let mut listed: Vec<&str> =
+            choices.iter().flat_map(|c| c.layers.iter().map(|l| l.as_str())).collect();
+        convs.sort();
+        listed.sort();
+        assert_eq!(convs, listed);
+        // ResNet-20: the 3-channel stem, three stride-1 3×3 shapes, two stride-2 ones.
+        assert_eq!(choices.len(), 6, "{choices:?}");
+        for c in &choices {
+            let geometry = if c.shape.contains("3×3 /1 p1") { (3, 1, 1) } else { (3, 2, 1) };
+            let names: Vec<&str> = ConvKernel::candidates(geometry).into_iter().map(|k| k.name()).collect();
+            assert_eq!(c.times.iter().map(|t| t.0).collect::<Vec<_>>(), names, "{}", c.shape);
+            assert!(names.contains(&c.rule), "{}", c.shape);
+            assert!(c.times.iter().all(|t| t.1 > 0.0), "{c:?}");
+            let least = c.times.iter().map(|t| t.1).fold(f64::INFINITY, f64::min);
+            assert_eq!(c.times.iter().find(|t| t.0 == c.fastest).unwrap().1, least);
+            assert!(c.rule_vs_fastest >= 1.0, "{c:?}");
+        }
+    }
+
+    /// A plan told to run some convs on another kernel runs them there, and computes the same.
+    #[test]
+    fn a_plan_runs_the_kernels_it_is_told() {
+        let model = resnet20();
+        let g = &model.graph;
+        let x = Tensor::randn(0f32, 1f32, (1, 3, 32, 32), &Device::Cpu).unwrap();
+        let want = model.forward(&x).unwrap();
+        let stride1 = |i: NodeId| matches!(&g.nodes[i].op, Op::Conv2d(c) if c.stride == 1 && c.in_ch > 3);
+        let rule = FastPlan::folded(g, &model.weights).unwrap();
+        for k in
+            [ConvKernel::Im2col, ConvKernel::Direct, ConvKernel::Winograd(crate::kernels::winograd::Tile::F2)]
+        {
+            let plan = FastPlan::folded_with(g, &model.weights, &|i| stride1(i).then_some(k)).unwrap();
+            for (i, (conv, by_rule)) in plan.convs.iter().zip(&rule.convs).enumerate() {
+                let (Some(f), Some(r)) = (conv, by_rule) else { continue };
+                let want = if stride1(i) { k } else { r.conv.kernel() };
+                assert_eq!(f.conv.kernel(), want, "{}", g.nodes[i].name);
+            }
+            let got = plan.run(g, &model.weights, &x, false, None).unwrap().logits;
+            let diff = (&want - &got).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-3, "{k:?}: logits off by {diff}");
+        }
+    }
 }

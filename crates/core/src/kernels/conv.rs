@@ -117,6 +117,72 @@ impl ConvPath {
     }
 }
 
+/// A kernel for one conv, with Winograd's tile: what the rule picks ([`ConvKernel::rule`]), or
+/// what a benchmark asks for to check the rule ([`crate::profile::kernel_choices`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvKernel {
+    Winograd(Tile),
+    Pointwise,
+    Direct,
+    Im2col,
+}
+
+impl ConvKernel {
+    /// The kernel a conv runs on: [`ConvPath::of`], with [`Tile::for_plane`] for Winograd
+    /// (F(2×2) where the plane is unknown).
+    pub fn rule(
+        (out_ch, in_ch): (usize, usize),
+        (kernel, stride, padding): (usize, usize, usize),
+        plane: Option<(usize, usize)>,
+    ) -> Self {
+        ConvKernel::of_path(ConvPath::of(in_ch, kernel, stride, padding), (out_ch, in_ch), plane)
+    }
+
+    fn of_path(path: ConvPath, (out_ch, in_ch): (usize, usize), plane: Option<(usize, usize)>) -> Self {
+        match path {
+            ConvPath::Winograd => {
+                ConvKernel::Winograd(plane.map_or(Tile::F2, |p| Tile::for_plane(out_ch, in_ch, p)))
+            }
+            ConvPath::Pointwise => ConvKernel::Pointwise,
+            ConvPath::Direct => ConvKernel::Direct,
+            ConvPath::Im2col => ConvKernel::Im2col,
+        }
+    }
+
+    /// Every kernel that can run a conv of this kernel size, stride and padding.
+    pub fn candidates((kernel, stride, padding): (usize, usize, usize)) -> Vec<Self> {
+        let mut all = vec![];
+        if (kernel, stride, padding) == (3, 1, 1) {
+            all.extend([ConvKernel::Winograd(Tile::F2), ConvKernel::Winograd(Tile::F4)]);
+        }
+        if (kernel, stride, padding) == (1, 1, 0) {
+            all.push(ConvKernel::Pointwise);
+        }
+        all.extend([ConvKernel::Direct, ConvKernel::Im2col]);
+        all
+    }
+
+    fn path(self) -> ConvPath {
+        match self {
+            ConvKernel::Winograd(_) => ConvPath::Winograd,
+            ConvKernel::Pointwise => ConvPath::Pointwise,
+            ConvKernel::Direct => ConvPath::Direct,
+            ConvKernel::Im2col => ConvPath::Im2col,
+        }
+    }
+
+    /// As the benchmark's results name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvKernel::Winograd(Tile::F2) => "winograd-f2",
+            ConvKernel::Winograd(Tile::F4) => "winograd-f4",
+            ConvKernel::Pointwise => "1x1-gemm",
+            ConvKernel::Direct => "direct",
+            ConvKernel::Im2col => "im2col",
+        }
+    }
+}
+
 /// A prepared conv's kernel, with the weights in the layout it reads.
 #[derive(Clone, Debug)]
 enum Kernel {
@@ -157,8 +223,14 @@ impl PreparedConv {
         stride: usize,
         plane: Option<(usize, usize)>,
     ) -> Result<Self> {
-        let (_, in_ch, k, _) = weight.dims4()?;
-        Self::with_path(weight, bias, padding, stride, plane, ConvPath::of(in_ch, k, stride, padding))
+        let (out_ch, in_ch, k, _) = weight.dims4()?;
+        Self::with_kernel(
+            weight,
+            bias,
+            padding,
+            stride,
+            ConvKernel::rule((out_ch, in_ch), (k, stride, padding), plane),
+        )
     }
 
     /// [`Self::for_plane`] on a kernel chosen by the caller (the tests run every kernel that
@@ -172,6 +244,19 @@ impl PreparedConv {
         plane: Option<(usize, usize)>,
         path: ConvPath,
     ) -> Result<Self> {
+        let (out_ch, in_ch, _, _) = weight.dims4()?;
+        Self::with_kernel(weight, bias, padding, stride, ConvKernel::of_path(path, (out_ch, in_ch), plane))
+    }
+
+    /// [`Self::with_path`] with Winograd's tile chosen by the caller too.
+    pub fn with_kernel(
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        padding: usize,
+        stride: usize,
+        choice: ConvKernel,
+    ) -> Result<Self> {
+        let path = choice.path();
         let (out_ch, in_ch, k, k2) = weight.dims4()?;
         if k != k2 || k == 0 {
             candle_core::bail!("fast conv: square non-empty kernels only, got {k}×{k2}");
@@ -192,16 +277,25 @@ impl PreparedConv {
         if !fits {
             candle_core::bail!("fast conv: the {path:?} kernel cannot run a {k}×{k} conv of stride {stride}, padding {padding}");
         }
-        let kernel = match path {
-            ConvPath::Winograd => {
-                let tile = plane.map_or(Tile::F2, |p| Tile::for_plane(out_ch, in_ch, p));
+        let kernel = match choice {
+            ConvKernel::Winograd(tile) => {
                 Kernel::Winograd(Winograd3x3::with_tile(&weight, out_ch, in_ch, tile))
             }
-            ConvPath::Pointwise => Kernel::Pointwise(weight),
-            ConvPath::Direct => Kernel::Direct(DirectConv::new(&weight, out_ch, in_ch, k)),
-            ConvPath::Im2col => Kernel::Im2col(weight),
+            ConvKernel::Pointwise => Kernel::Pointwise(weight),
+            ConvKernel::Direct => Kernel::Direct(DirectConv::new(&weight, out_ch, in_ch, k)),
+            ConvKernel::Im2col => Kernel::Im2col(weight),
         };
         Ok(PreparedConv { out_ch, in_ch, k, stride, padding, kernel, bias })
+    }
+
+    /// The kernel this conv runs on.
+    pub fn kernel(&self) -> ConvKernel {
+        match &self.kernel {
+            Kernel::Winograd(w) => ConvKernel::Winograd(w.tile()),
+            Kernel::Pointwise(_) => ConvKernel::Pointwise,
+            Kernel::Direct(_) => ConvKernel::Direct,
+            Kernel::Im2col(_) => ConvKernel::Im2col,
+        }
     }
 
     /// `relu?(conv(x) + bias + residual)`; `x`: `[n, in_ch, h, w]`, `residual` shaped like the

@@ -9,7 +9,7 @@
 
 use candle_core::{Result, Tensor};
 
-use super::conv::PreparedConv;
+use super::conv::{ConvKernel, PreparedConv};
 use crate::model::{bn_affine, eval_node, Output, Values};
 use crate::spec::{Graph, NodeId, Op};
 use crate::weights::Weights;
@@ -61,8 +61,22 @@ pub struct FastPlan {
 impl FastPlan {
     /// Inference: BatchNorm folded, add and ReLU fused where the graph allows.
     pub fn folded(graph: &Graph, weights: &Weights) -> Result<Self> {
+        Self::folded_with(graph, weights, &|_| None)
+    }
+
+    /// [`Self::folded`], conv node `i` on kernel `kernel(i)` where that is `Some` (the rule's
+    /// otherwise): how the benchmark times the alternatives to the rule's choice in the network.
+    pub fn folded_with(
+        graph: &Graph,
+        weights: &Weights,
+        kernel: &dyn Fn(NodeId) -> Option<ConvKernel>,
+    ) -> Result<Self> {
         let n = graph.nodes.len();
         let plane = input_planes(graph);
+        let prepare = |i: NodeId, w: &Tensor, b: Option<&Tensor>, c: &crate::spec::Conv| match kernel(i) {
+            Some(k) => PreparedConv::with_kernel(w, b, c.padding, c.stride, k),
+            None => PreparedConv::for_plane(w, b, c.padding, c.stride, plane(i)),
+        };
         let sole = graph.sole_consumers();
         let only = |i: NodeId| sole[i];
         let mut plan = FastPlan::empty(n, true);
@@ -72,13 +86,7 @@ impl FastPlan {
             let bias = weights.get(&format!("{}.bias", node.name));
             let bn = only(i).filter(|&j| matches!(graph.nodes[j].op, Op::BatchNorm2d { .. }));
             let Some(bn) = bn else {
-                plan.convs[i] = Some(FusedConv::alone(PreparedConv::for_plane(
-                    weight,
-                    bias,
-                    c.padding,
-                    c.stride,
-                    plane(i),
-                )?));
+                plan.convs[i] = Some(FusedConv::alone(prepare(i, weight, bias, c)?));
                 continue;
             };
             let Op::BatchNorm2d { eps, .. } = graph.nodes[bn].op else { unreachable!("matched above") };
@@ -107,7 +115,7 @@ impl FastPlan {
             for &j in &absorbs {
                 plan.absorbed[j] = true;
             }
-            let conv = PreparedConv::for_plane(&w, Some(&b), c.padding, c.stride, plane(i))?;
+            let conv = prepare(i, &w, Some(&b), c)?;
             plan.convs[i] = Some(FusedConv { conv, residual, relu: relu.is_some(), absorbs });
         }
         plan.add_affine(graph, weights)?;

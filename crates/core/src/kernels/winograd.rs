@@ -100,6 +100,10 @@ impl Winograd3x3 {
         w
     }
 
+    pub fn tile(&self) -> Tile {
+        self.tile
+    }
+
     /// Transforms other weights (another shape too) in place, keeping the allocation: the
     /// training plan refreshes one of these after every update.
     pub fn set_weights(&mut self, weight: &[f32], out_ch: usize, in_ch: usize) {
