@@ -318,6 +318,8 @@ def browser(models, quick):
             "minSampleMs": 5 if quick else 30,
             "profileReps": 1 if quick else 11,
             "profileMinMs": 0 if quick else 1000,
+            # The kernel rule checked in the browser too, on issue 15's two nets (1 s per shape).
+            "kernelsMinMs": 0 if quick else 1000 * KERNELS_BUDGET_S,
             "models": [
                 {
                     "name": m,
@@ -333,7 +335,8 @@ def browser(models, quick):
             {"name": "gemm-simd128", "gemmSimd128": True, "ort": True, "taps": True, "profile": True},
             # Our relaxed-SIMD build (fused multiply-adds; the explorer loads it where the browser
             # validates relaxed SIMD), on a page of its own, against onnxruntime-web again.
-            {"name": "relaxed", "relaxed": True, "gemmSimd128": True, "ort": True, "taps": False, "profile": False},
+            {"name": "relaxed", "relaxed": True, "gemmSimd128": True, "ort": True, "taps": False, "profile": False,
+             "kernelsModels": [m for m in models if m in ("cifar-resnet20", "resnet18")]},
             {"name": "gemm-scalar", "gemmSimd128": False, "ort": False, "taps": False, "profile": False},
             # Ours threaded (a pool of WASM_THREADS Web Workers) against onnxruntime-web's
             # threaded build with as many, the page cross-origin isolated. A pause before each
@@ -376,6 +379,8 @@ def browser(models, quick):
             "profile": summarize_profile(r["profile"]),
         }
         add_relaxed(out[m], relaxed["models"][m], r, f"wasm {m}")
+        if "kernels" in relaxed["models"][m]:
+            out[m]["kernels"] = relaxed["models"][m]["kernels"]
         t = threaded["models"][m]
         diff = t.get("logits_max_abs_diff")
         if MODELS[m][2] and (diff is None or diff > MAX_LOGIT_DIFF):
@@ -545,11 +550,13 @@ def validate(res):
         for k in ("threads", "ours_ms", "ort_ms", "ratio"):
             assert isinstance(r[k], (int, float)) and r[k] > 0, f"wasm_threads.{m}.{k} = {r.get(k)}"
     assert res["native"], "no native results"
-    for m, shapes in (res.get("native_kernels") or {}).items():
-        assert shapes, f"native_kernels.{m}: no convs"
+    kernel_rows = [(f"native_kernels.{m}", s) for m, s in (res.get("native_kernels") or {}).items()]
+    kernel_rows += [(f"wasm.{m}.kernels", r["kernels"]) for m, r in res["wasm"].items() if "kernels" in r]
+    for where, shapes in kernel_rows:
+        assert shapes, f"{where}: no convs"
         for c in shapes:
-            assert c["rule"] in c["times"], f"native_kernels.{m} {c['shape']}: the rule's kernel was not timed"
-            assert all(t > 0 for t in c["times"].values()), f"native_kernels.{m} {c['shape']}: {c['times']}"
+            assert c["rule"] in c["times"], f"{where} {c['shape']}: the rule's kernel was not timed"
+            assert all(t > 0 for t in c["times"].values()), f"{where} {c['shape']}: {c['times']}"
     for m, by_t in res["native"].items():
         for t, by_b in by_t.items():
             for b, c in by_b.items():

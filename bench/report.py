@@ -114,22 +114,24 @@ def markdown(res):
                     f"{fmt(torch_ms) if not isinstance(torch_ms, str) else 'n/a'} | **{fmt(c['ratio_vs_ort'])}×** | "
                     f"{fmt(c.get('ratio_vs_torch'))}{'×' if c.get('ratio_vs_torch') else ''} | {fmt(c['ours']['gflops'], 1)} |"
                 )
-    if res.get("native_kernels"):
+    kernel_rows = [("native", m, shapes) for m, shapes in (res.get("native_kernels") or {}).items()]
+    kernel_rows += [("wasm, relaxed SIMD", m, r["kernels"]) for m, r in res["wasm"].items() if r.get("kernels")]
+    if kernel_rows:
         lines += [
             "",
-            "**Kernel choice, natively** (1 thread, batch 1: each conv shape timed in the forward on every kernel that "
-            "can run it, interleaved rounds, the median of its layers' summed time in ms; **bold**: the kernel the rule "
-            "picks; rule / fastest > 1 where another kernel beat it on this CPU)",
+            "**Kernel choice** (1 thread, batch 1: each conv shape timed in the forward on every kernel that can run it, "
+            "the rest of the net as the rule says, interleaved rounds; the median of its layers' summed time in ms; "
+            "**bold**: the kernel the rule picks; rule / fastest > 1 where another kernel beat it on this machine)",
             "",
-            "| model | conv shape | layers | winograd-f2 | winograd-f4 | direct | im2col | 1x1-gemm | rule / fastest |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| where | model | conv shape | layers | winograd-f2 | winograd-f4 | direct | im2col | 1x1-gemm | rule / fastest |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for m, shapes in res["native_kernels"].items():
+        for where, m, shapes in kernel_rows:
             for c in shapes:
                 cell = lambda k: "" if k not in c["times"] else (  # noqa: E731
                     f"**{fmt(c['times'][k], 3)}**" if k == c["rule"] else fmt(c["times"][k], 3))
                 lines.append(
-                    f"| {m} | {c['shape']} | {len(c['layers'])} | {cell('winograd-f2')} | {cell('winograd-f4')} | "
+                    f"| {where} | {m} | {c['shape']} | {len(c['layers'])} | {cell('winograd-f2')} | {cell('winograd-f4')} | "
                     f"{cell('direct')} | {cell('im2col')} | {cell('1x1-gemm')} | {fmt(c['rule_vs_fastest'])}× |"
                 )
     pg = res["page"]

@@ -116,6 +116,10 @@ async function runBench(cfg) {
       const reps = Math.max(cfg.profileReps, Math.ceil((cfg.profileMinMs ?? 0) / r.ours.median_ms));
       r.profile = JSON.parse(ours.profile(reps));
     }
+    if ((cfg.kernelsModels ?? []).includes(m.name)) {
+      // Each conv shape on every kernel that can run it, in the forward: the rule checked here.
+      r.kernels = JSON.parse(ours.kernel_choices(cfg.kernelsMinMs ?? 0));
+    }
     ours.free();
     r.logits = Array.from(oursLogits);
     out.models[m.name] = r;

@@ -142,4 +142,10 @@ impl BenchModel {
         let p = resnet_core::profile::profile_forward(&self.model, reps, &performance_now).map_err(js)?;
         serde_json::to_string(&p).map_err(js)
     }
+
+    /// [`resnet_core::profile::kernel_choices`] in the browser (`min_ms` per conv shape), as JSON.
+    pub fn kernel_choices(&self, min_ms: f64) -> Result<String, JsError> {
+        let c = resnet_core::profile::kernel_choices(&self.model, min_ms, &performance_now).map_err(js)?;
+        serde_json::to_string(&c).map_err(js)
+    }
 }
