@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor};
 use serde::{Serialize, Serializer};
 
 use crate::kernels::conv::{ConvKernel, ConvPath};
-use crate::kernels::plan::FastPlan;
+use crate::kernels::plan::{FastPlan, FusedConv};
 use crate::spec::{Conv, NodeId, Op};
 use crate::Model;
 
@@ -171,9 +171,12 @@ fn times<S: Serializer>(v: &[(&'static str, f64)], s: S) -> Result<S::Ok, S::Err
     s.collect_map(v.iter().map(|(k, t)| (k, Ms(*t))))
 }
 
-/// A kernel that takes more than this many times the fastest one's time in the first round is
-/// timed no further (the direct kernel on a 512-channel 3×3 conv): its first time is reported.
+/// A kernel whose median over the first [`HOPELESS_AFTER`] rounds is more than this many times
+/// the fastest one's is timed no further (the direct kernel on a 512-channel 3×3 conv): the
+/// median of those rounds is reported. (A single round could not tell: one forward that met a
+/// slow phase of the machine would have ruled its kernel out.)
 const HOPELESS: f64 = 3.0;
+const HOPELESS_AFTER: usize = 3;
 
 /// Checks the rule that picks each conv's kernel ([`ConvKernel::rule`]) on this machine: for each
 /// shape of conv in `model`, the fast forward (batch 1, a random N(0, 1) input) runs with those
@@ -200,32 +203,40 @@ pub fn kernel_choices(
             None => groups.push((*c, plane, vec![i])),
         }
     }
+    // One plan runs every variant: a variant's convs are swapped in for its forward and out
+    // again, so memory holds one plan and each variant's convs of one shape, not a plan a kernel.
+    let mut plan = FastPlan::folded(g, &model.weights)?;
     let mut out = vec![];
     for (c, (h, w), nodes) in groups {
         let geometry = (c.kernel, c.stride, c.padding);
         let rule = ConvKernel::rule((c.out_ch, c.in_ch), geometry, Some((h, w)));
-        // (kernel, its plan, its times, still timed)
+        // (kernel, its convs of this shape, its times, still timed)
         let mut kernels = vec![];
         for k in ConvKernel::candidates(geometry) {
-            let pick = |i: NodeId| nodes.contains(&i).then_some(k);
-            kernels.push((k, FastPlan::folded_with(g, &model.weights, &pick)?, vec![], true));
+            let mut variant = FastPlan::folded_with(g, &model.weights, &|i| nodes.contains(&i).then_some(k))?;
+            let convs: Vec<_> = nodes.iter().map(|&i| variant.convs[i].take()).collect();
+            kernels.push((k, convs, vec![], true));
         }
-        let timed = |plan: &FastPlan| -> candle_core::Result<f64> {
-            let ms = plan.run(g, &model.weights, &x, false, Some(now))?.node_ms;
+        let mut timed = |convs: &mut [Option<FusedConv>]| -> candle_core::Result<f64> {
+            swap_convs(&mut plan, &nodes, convs);
+            let run = plan.run(g, &model.weights, &x, false, Some(now));
+            swap_convs(&mut plan, &nodes, convs); // the rule's convs back
+            let ms = run?.node_ms;
             Ok(nodes.iter().map(|&i| ms[i]).sum())
         };
-        for (_, plan, _, _) in &kernels {
-            timed(plan)?; // warm-up: first-touch page faults, scratch buffers
+        for (_, convs, _, _) in kernels.iter_mut() {
+            timed(convs)?; // warm-up: first-touch page faults, scratch buffers
         }
         let t0 = now();
         for round in 0.. {
-            for (_, plan, times, _) in kernels.iter_mut().filter(|k| k.3) {
-                times.push(timed(plan)?);
+            for (_, convs, times, _) in kernels.iter_mut().filter(|k| k.3) {
+                times.push(timed(convs)?);
             }
-            if round == 0 {
-                let best = kernels.iter().map(|k| k.2[0]).fold(f64::INFINITY, f64::min);
+            if round + 1 == HOPELESS_AFTER {
+                let med = |t: &[f64]| median(&mut t.to_vec());
+                let best = kernels.iter().map(|k| med(&k.2)).fold(f64::INFINITY, f64::min);
                 for (k, _, times, live) in kernels.iter_mut() {
-                    *live = *k == rule || times[0] <= HOPELESS * best;
+                    *live = *k == rule || med(times) <= HOPELESS * best;
                 }
             }
             if min_ms <= 0.0 || now() - t0 >= min_ms {
@@ -254,6 +265,13 @@ pub fn kernel_choices(
         });
     }
     Ok(out)
+}
+
+/// Exchanges `plan`'s convs of `nodes` with `convs` (one each, in order).
+fn swap_convs(plan: &mut FastPlan, nodes: &[NodeId], convs: &mut [Option<FusedConv>]) {
+    for (&i, conv) in nodes.iter().zip(convs) {
+        std::mem::swap(&mut plan.convs[i], conv);
+    }
 }
 
 /// The upper median (the middle one of an odd count).
