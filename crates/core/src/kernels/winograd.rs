@@ -42,32 +42,23 @@ impl Tile {
     }
 
     /// F(4×4) for planes of [`F4_MIN_SIDE`] pixels a side or more whose transformed weights
-    /// stay within [`F4_MAX_WEIGHT_FLOATS`] (ResNet-18's and -50's 56×56, 28×28 and 14×14
-    /// stages, the CIFAR nets' 32×32 and 16×16 ones); F(2×2) otherwise, whose weights take 16/36
-    /// of the memory and whose rounding is ~10× smaller.
+    /// stay within 1M floats (4 MiB: ResNet-18's 56×56 and 28×28 stages, the CIFAR nets'
+    /// 32×32 and 16×16 ones); F(2×2) otherwise, whose weights take 16/36 of the memory and whose
+    /// rounding is ~10× smaller.
     pub fn for_plane(out_ch: usize, in_ch: usize, (h, w): (usize, usize)) -> Tile {
-        let weights = Tile::F4.xis() * out_ch * in_ch;
-        match h >= F4_MIN_SIDE && w >= F4_MIN_SIDE && weights <= F4_MAX_WEIGHT_FLOATS {
+        match h >= F4_MIN_SIDE && w >= F4_MIN_SIDE && Tile::F4.xis() * out_ch * in_ch <= 1 << 20 {
             true => Tile::F4,
             false => Tile::F2,
         }
     }
 }
 
-/// The smallest plane side [`Tile::for_plane`] gives F(4×4): 14 (4 tiles a row, 16 a plane,
-/// under a third of their outputs past the plane's edge). There its fewer multiplies outweigh
-/// the narrow rows: ResNet-20's 16×16 convs took 39–40 µs against 44 natively (AVX2, one
-/// thread), and in Chromium its forward 0.52× of onnxruntime-web's time against 0.55×;
-/// ResNet-18's 14×14 convs (`resnet-bench --mode kernels`, their 3 layers) 5.1–5.6 ms against
-/// 5.8–6.0 natively, 11.8 against 13.4 in Chromium. 8×8 planes (and 7×7 ones) stay F(2×2):
-/// 2 tiles a row are too few columns for the products (ResNet-18's 7×7 convs natively took 15 ms
-/// against 7 on F(4×4)'s 4 tiles).
-pub const F4_MIN_SIDE: usize = 14;
-
-/// F(4×4)'s transformed weights, at most (16 MiB: 256 channels in and out). Past it, a conv
-/// streams more weights than a plane of 14×14 or so reuses: ResNet-18's 512-channel ones, at
-/// 7×7, take F(2×2) anyway.
-pub const F4_MAX_WEIGHT_FLOATS: usize = 1 << 22;
+/// The smallest plane side [`Tile::for_plane`] gives F(4×4): 16 (4 tiles a row). There its
+/// 2.25× fewer multiplies outweigh the narrow rows: ResNet-20's 16×16 convs took 39–40 µs
+/// against 44 natively (AVX2, one thread), and in Chromium its forward 0.52× of
+/// onnxruntime-web's time against 0.55×. 8×8 planes stay F(2×2): 4 tiles are too few columns
+/// for the products.
+pub const F4_MIN_SIDE: usize = 16;
 
 /// A 3×3 kernel's weights, transformed once: `u[ξ][out][in]`, ξ = row·(m + 2) + col of the
 /// input tile.
@@ -1316,16 +1307,15 @@ mod tests {
         assert_eq!(Split::for_layer(512, 512, (7, 7), Tile::F2, 2), Split::Within);
     }
 
-    /// ResNet-20's 32×32 and 16×16 stages and ResNet-18's 14×14 one take F(4×4), ResNet-20's 8×8
-    /// one and ResNet-18's 7×7 one F(2×2); a plane's 512-channel weights would outgrow 16 MiB.
+    /// ResNet-20's 32×32 and 16×16 stages take F(4×4), its 8×8 one and ResNet-18's 14×14 one
+    /// F(2×2); a 28×28 plane's 512-channel weights would outgrow 4 MiB.
     #[test]
     fn tiles_by_plane() {
         assert_eq!(Tile::for_plane(16, 16, (32, 32)), Tile::F4);
         assert_eq!(Tile::for_plane(32, 32, (16, 16)), Tile::F4);
-        assert_eq!(Tile::for_plane(256, 256, (14, 14)), Tile::F4);
-        assert_eq!(Tile::for_plane(32, 32, (16, 13)), Tile::F2);
+        assert_eq!(Tile::for_plane(32, 32, (16, 15)), Tile::F2);
         assert_eq!(Tile::for_plane(64, 64, (8, 8)), Tile::F2);
-        assert_eq!(Tile::for_plane(512, 512, (7, 7)), Tile::F2);
+        assert_eq!(Tile::for_plane(256, 256, (14, 14)), Tile::F2);
         assert_eq!(Tile::for_plane(512, 512, (28, 28)), Tile::F2);
     }
 
