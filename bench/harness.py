@@ -252,16 +252,21 @@ def summarize_profile(p):
 PROFILE_MIN_MS = 1000
 
 
+def ours_one_thread(m, *args):
+    """`resnet-bench --model M ARGS` on 1 thread (with M's weights where it has some): its parsed JSON."""
+    cmd = [str(OURS), "--model", m, *args]
+    if MODELS[m][2]:
+        cmd += ["--weights", str(MODELS[m][2])]
+    env = dict(os.environ, RAYON_NUM_THREADS="1")
+    return json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout)
+
+
 def native_profile(models, quick, native_results):
     """`native_results`: native()'s, whose 1-thread batch-1 median sets the passes."""
     out = {}
     for m in models:
         reps = 1 if quick else max(15, math.ceil(PROFILE_MIN_MS / native_results[m]["1"]["1"]["ours_ms"]))
-        cmd = [str(OURS), "--model", m, "--mode", "profile", "--min-iters", str(reps), "--max-iters", str(reps)]
-        if MODELS[m][2]:
-            cmd += ["--weights", str(MODELS[m][2])]
-        env = dict(os.environ, RAYON_NUM_THREADS="1")
-        out[m] = summarize_profile(json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout))
+        out[m] = summarize_profile(ours_one_thread(m, "--mode", "profile", "--min-iters", str(reps), "--max-iters", str(reps)))
     return out
 
 
@@ -272,14 +277,8 @@ KERNELS_BUDGET_S = 1.0
 def native_kernels(models, quick):
     """Each conv shape of each model timed in the forward on every kernel that can run it, 1 thread:
     where the rule that picks a conv's kernel is not the fastest on this CPU (resnet_core::profile)."""
-    out = {}
-    for m in models:
-        cmd = [str(OURS), "--model", m, "--mode", "kernels", "--budget-s", str(0 if quick else KERNELS_BUDGET_S)]
-        if MODELS[m][2]:
-            cmd += ["--weights", str(MODELS[m][2])]
-        env = dict(os.environ, RAYON_NUM_THREADS="1")
-        out[m] = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout)
-    return out
+    budget = str(0 if quick else KERNELS_BUDGET_S)
+    return {m: ours_one_thread(m, "--mode", "kernels", "--budget-s", budget) for m in models}
 
 
 def drive_bench_page(cfg, name):

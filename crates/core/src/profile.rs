@@ -66,7 +66,7 @@ pub struct Profile {
     #[serde(serialize_with = "ms4")]
     pub forward_ms: f64,
     /// Total per kind, in the order the kinds first occur in the net.
-    #[serde(serialize_with = "by_kind")]
+    #[serde(serialize_with = "ms_map")]
     pub by_kind: Vec<(Kind, f64)>,
     #[serde(serialize_with = "ms4")]
     pub conv_ms: f64,
@@ -90,7 +90,8 @@ fn round2<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
     rounded(*v, 2, s)
 }
 
-fn by_kind<S: Serializer>(v: &[(Kind, f64)], s: S) -> Result<S::Ok, S::Error> {
+/// `(key, ms)` pairs as a map, each time to 0.1 µs (a profile's kinds, a kernel check's kernels).
+fn ms_map<K: Serialize, S: Serializer>(v: &[(K, f64)], s: S) -> Result<S::Ok, S::Error> {
     struct Ms(f64);
     impl Serialize for Ms {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -153,22 +154,12 @@ pub struct KernelChoice {
     /// The rule's kernel ([`ConvKernel::rule`]).
     pub rule: &'static str,
     /// Each kernel's time: the median over rounds of its layers' summed time in the forward, ms.
-    #[serde(serialize_with = "times")]
+    #[serde(serialize_with = "ms_map")]
     pub times: Vec<(&'static str, f64)>,
     pub fastest: &'static str,
     /// The rule's time over the fastest kernel's (1 where the rule picks the fastest).
     #[serde(serialize_with = "round2")]
     pub rule_vs_fastest: f64,
-}
-
-fn times<S: Serializer>(v: &[(&'static str, f64)], s: S) -> Result<S::Ok, S::Error> {
-    struct Ms(f64);
-    impl Serialize for Ms {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            rounded(self.0, 4, s)
-        }
-    }
-    s.collect_map(v.iter().map(|(k, t)| (k, Ms(*t))))
 }
 
 /// A kernel whose median over the first [`HOPELESS_AFTER`] rounds is more than this many times
